@@ -1,0 +1,169 @@
+package linktrack
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/dustin/go-humanize"
+)
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	linktrack [<provider> [<region>]] {
+//		provider      <provider> [<region>]
+//		region        <region>
+//		upstream      <url>
+//		max_body_size <size>
+//		http_redirect
+//		apple_app_site_association <file>
+//		assetlinks    <file>
+//
+//		# any subdirective of reverse_proxy's `transport http`, e.g.:
+//		tls_server_name <name>
+//		tls_trust_pool  file <pem_files...>
+//		dial_timeout    <duration>
+//		response_header_timeout <duration>
+//		keepalive_idle_conns_per_host <count>
+//	}
+//
+// Transport subdirectives are parsed by Caddy's own http transport, so
+// they take exactly the arguments they take under reverse_proxy.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+
+	args := d.RemainingArgs()
+	switch len(args) {
+	case 0:
+	case 1:
+		h.Provider = args[0]
+	case 2:
+		h.Provider, h.Region = args[0], args[1]
+	default:
+		return d.ArgErr()
+	}
+
+	var transportTokens []caddyfile.Token
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "provider":
+			if h.Provider != "" {
+				return d.Err("provider already specified")
+			}
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			h.Provider = args[0]
+			if len(args) == 2 {
+				h.Region = args[1]
+			}
+
+		case "region":
+			if h.Region != "" {
+				return d.Err("region already specified")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Region = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "upstream":
+			if h.Upstream != "" {
+				return d.Err("upstream already specified")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, err := ParseUpstream(d.Val()); err != nil {
+				return d.WrapErr(err)
+			}
+			h.Upstream = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "max_body_size":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil {
+				return d.Errf("invalid max_body_size '%s': %v", d.Val(), err)
+			}
+			if size == 0 || size > 1<<62 {
+				return d.Errf("invalid max_body_size '%s': must be positive", d.Val())
+			}
+			h.MaxBodySize = int64(size)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "http_redirect":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.HTTPRedirect = true
+
+		case "apple_app_site_association", "assetlinks":
+			field := d.Val()
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.AppLinks == nil {
+				h.AppLinks = new(AppLinks)
+			}
+			if field == "assetlinks" {
+				h.AppLinks.AssetLinks = d.Val()
+			} else {
+				h.AppLinks.AppleAppSiteAssociation = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		default:
+			transportTokens = append(transportTokens, d.NextSegment()...)
+		}
+	}
+
+	if h.Provider != "" && h.Upstream != "" {
+		return d.Err("provider and upstream are mutually exclusive")
+	}
+	if h.Provider == "" && h.Upstream == "" {
+		return d.Err("a provider or an upstream is required")
+	}
+	if h.Provider != "" {
+		if _, _, err := LookupOrigin(h.Provider, h.Region); err != nil {
+			return d.WrapErr(err)
+		}
+	}
+
+	if len(transportTokens) > 0 {
+		h.Transport = new(reverseproxy.HTTPTransport)
+		if err := h.Transport.UnmarshalCaddyfile(transportDispenser(transportTokens)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// transportDispenser wraps transport subdirective tokens in an
+// `http { ... }` block, as reverse_proxy's transport parser expects.
+// The wrapper tokens carry the position of the subdirectives, so errors
+// name the right file and line.
+func transportDispenser(tokens []caddyfile.Token) *caddyfile.Dispenser {
+	first, last := tokens[0], tokens[len(tokens)-1]
+	wrapped := make([]caddyfile.Token, 0, len(tokens)+3)
+	wrapped = append(wrapped,
+		caddyfile.Token{File: first.File, Line: first.Line - 1, Text: "http"},
+		caddyfile.Token{File: first.File, Line: first.Line - 1, Text: "{"},
+	)
+	wrapped = append(wrapped, tokens...)
+	wrapped = append(wrapped, caddyfile.Token{File: last.File, Line: last.Line + 1, Text: "}"})
+	return caddyfile.NewDispenser(wrapped)
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

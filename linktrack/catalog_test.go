@@ -1,0 +1,106 @@
+package linktrack
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLookupOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		provider, region string
+		wantOrigin       string
+		wantRegion       string
+		wantErr          []string
+	}{
+		{provider: "customerio", region: "us", wantOrigin: "https://track.customer.io", wantRegion: "us"},
+		{provider: "customerio", region: "eu", wantOrigin: "https://track-eu.customer.io", wantRegion: "eu"},
+		{provider: "customerio", wantErr: []string{"needs a region", "eu, us"}},
+		{provider: "customerio", region: "ap", wantErr: []string{"unknown region 'ap'", "eu, us"}},
+		{provider: "sendgrid", wantOrigin: "https://sendgrid.net", wantRegion: "global"},
+		{provider: "sendgrid", region: "eu", wantOrigin: "https://eu.sendgrid.net", wantRegion: "eu"},
+		{provider: "sparkpost", region: "us", wantOrigin: "https://spgo.io", wantRegion: "us"},
+		{provider: "sparkpost", region: "eu", wantOrigin: "https://eu.spgo.io", wantRegion: "eu"},
+		{provider: "sparkpost", wantErr: []string{"needs a region"}},
+		{provider: "ses", region: "eu-west-1", wantOrigin: "https://r.eu-west-1.awstrack.me", wantRegion: "eu-west-1"},
+		{provider: "ses", region: "us-gov-west-1", wantOrigin: "https://r.us-gov-west-1.awstrack.me", wantRegion: "us-gov-west-1"},
+		{provider: "ses", region: "ap-southeast-2", wantOrigin: "https://r.ap-southeast-2.awstrack.me", wantRegion: "ap-southeast-2"},
+		{provider: "ses", region: "eu-west", wantErr: []string{"not an AWS region name"}},
+		{provider: "ses", region: "evil.com/x", wantErr: []string{"not an AWS region name"}},
+		{provider: "ses", region: "EU-WEST-1", wantErr: []string{"not an AWS region name"}},
+		{provider: "ses", wantErr: []string{"needs a region", "AWS region name"}},
+		{provider: "mailgun", region: "us", wantOrigin: "http://mailgun.org", wantRegion: "us"},
+		{provider: "mailgun", region: "eu", wantOrigin: "http://eu.mailgun.org", wantRegion: "eu"},
+		{provider: "iterable", region: "us", wantOrigin: "https://links.iterable.com", wantRegion: "us"},
+		{provider: "iterable", region: "eu", wantOrigin: "https://links.eu.iterable.com", wantRegion: "eu"},
+		{provider: "mailchimp", region: "us", wantErr: []string{"unknown provider 'mailchimp'", "customerio, iterable, mailgun, sendgrid, ses, sparkpost"}},
+	} {
+		origin, region, err := LookupOrigin(tc.provider, tc.region)
+		name := tc.provider + "/" + tc.region
+		if len(tc.wantErr) > 0 {
+			if err == nil {
+				t.Errorf("%s: expected error, got origin %s", name, origin)
+				continue
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: error %q does not contain %q", name, err, want)
+				}
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: unexpected error: %v", name, err)
+			continue
+		}
+		if origin.String() != tc.wantOrigin || region != tc.wantRegion {
+			t.Errorf("%s: got %s (region %s), want %s (region %s)", name, origin, region, tc.wantOrigin, tc.wantRegion)
+		}
+	}
+}
+
+func TestProvidersSorted(t *testing.T) {
+	names := ProviderNames()
+	for i := 1; i < len(names); i++ {
+		if names[i-1] >= names[i] {
+			t.Fatalf("catalog not sorted by name: %v", names)
+		}
+	}
+	for _, p := range Providers() {
+		if p.DefaultRegion != "" && p.Regions[p.DefaultRegion] == "" {
+			t.Errorf("%s: default region %q is not one of its regions", p.Name, p.DefaultRegion)
+		}
+		if (p.Regions == nil) == (p.RegionOrigin == nil) {
+			t.Errorf("%s: exactly one of Regions and RegionOrigin must be set", p.Name)
+		}
+	}
+}
+
+func TestParseUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    string
+		wantErr string
+	}{
+		{in: "https://track.esp.example", want: "https://track.esp.example"},
+		{in: "https://track.esp.example/", want: "https://track.esp.example"},
+		{in: "http://10.0.0.5:8080", want: "http://10.0.0.5:8080"},
+		{in: "https://[::1]:8443", want: "https://[::1]:8443"},
+		{in: "ftp://x.example", wantErr: "scheme must be https or http"},
+		{in: "track.esp.example", wantErr: "scheme must be https or http"},
+		{in: "https://", wantErr: "missing host"},
+		{in: "https://x.example/path", wantErr: "only scheme, host and port"},
+		{in: "https://x.example?q=1", wantErr: "only scheme, host and port"},
+		{in: "https://user:pw@x.example", wantErr: "only scheme, host and port"},
+	} {
+		u, err := ParseUpstream(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want one containing %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || u.String() != tc.want {
+			t.Errorf("%s: got %v, %v; want %s", tc.in, u, err, tc.want)
+		}
+	}
+}

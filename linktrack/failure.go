@@ -1,0 +1,119 @@
+package linktrack
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// statusClientClosedRequest is the non-standard status Caddy uses when
+// the client went away before the origin answered.
+const statusClientClosedRequest = 499
+
+// failure logs why the origin could not answer and returns the handler
+// error that carries the status for the client: 413 for an oversized
+// body, 504 when the origin sent no response headers in time, 502 for
+// every other failure to reach the origin (refused, unresolvable or
+// timed-out dial, TLS failure, connection closed). A request body is
+// never replayed: the transport retries only requests it has not begun
+// to send.
+func (h *Handler) failure(r *http.Request, host string, err error) error {
+	status, cause := classifyFailure(r, err)
+	level := zapcore.ErrorLevel
+	if status == statusClientClosedRequest || status == http.StatusRequestEntityTooLarge {
+		level = zapcore.DebugLevel
+	}
+	if c := h.logger.Check(level, "origin request failed"); c != nil {
+		c.Write(
+			zap.String("host", host),
+			zap.String("cause", cause),
+			zap.Int("status", status),
+			zap.Error(err),
+		)
+	}
+	return caddyhttp.Error(status, err)
+}
+
+// classifyFailure maps a round-trip error to the client's status and a
+// short cause for the log.
+func classifyFailure(r *http.Request, err error) (int, string) {
+	var maxBytes *http.MaxBytesError
+	if errors.As(err, &maxBytes) {
+		return http.StatusRequestEntityTooLarge, "request body exceeds max_body_size"
+	}
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		return statusClientClosedRequest, "client closed the request"
+	}
+
+	var dialErr reverseproxy.DialError
+	if errors.As(err, &dialErr) {
+		// DialError does not unwrap, so its text is all there is
+		msg := dialErr.Error()
+		switch {
+		case strings.Contains(msg, "no such host"), strings.Contains(msg, "lookup "):
+			return http.StatusBadGateway, "origin name does not resolve"
+		case strings.Contains(msg, "connection refused"):
+			return http.StatusBadGateway, "origin refused the connection"
+		case strings.Contains(msg, "timeout"):
+			return http.StatusBadGateway, "dial to origin timed out"
+		default:
+			return http.StatusBadGateway, "dial to origin failed"
+		}
+	}
+
+	if cause, ok := tlsFailure(err); ok {
+		return http.StatusBadGateway, cause
+	}
+
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return http.StatusGatewayTimeout, "origin sent no response headers in time"
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "server closed") || strings.Contains(err.Error(), "connection reset") {
+		return http.StatusBadGateway, "origin closed the connection without a response"
+	}
+	return http.StatusBadGateway, "origin request failed"
+}
+
+// tlsFailure describes a failed TLS handshake with the origin.
+func tlsFailure(err error) (string, bool) {
+	var hostnameErr x509.HostnameError
+	if errors.As(err, &hostnameErr) {
+		return "origin certificate does not match the origin name", true
+	}
+	var authorityErr x509.UnknownAuthorityError
+	if errors.As(err, &authorityErr) {
+		return "origin certificate is signed by an untrusted authority", true
+	}
+	var invalidErr x509.CertificateInvalidError
+	if errors.As(err, &invalidErr) {
+		return "origin certificate is invalid: " + invalidErr.Error(), true
+	}
+	var verifyErr *tls.CertificateVerificationError
+	if errors.As(err, &verifyErr) {
+		return "origin certificate failed verification", true
+	}
+	var recordErr tls.RecordHeaderError
+	if errors.As(err, &recordErr) {
+		return "origin did not answer with TLS", true
+	}
+	var alertErr tls.AlertError
+	if errors.As(err, &alertErr) {
+		return "origin refused the TLS handshake: " + alertErr.Error(), true
+	}
+	if strings.Contains(err.Error(), "TLS handshake timeout") {
+		return "TLS handshake with origin timed out", true
+	}
+	return "", false
+}

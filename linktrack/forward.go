@@ -1,0 +1,196 @@
+package linktrack
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"golang.org/x/net/http/httpguts"
+)
+
+// hopByHopHeaders are removed in both directions: they describe one
+// connection, not the message. The same list as Caddy's reverse proxy.
+var hopByHopHeaders = []string{
+	"Alt-Svc",
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// outgoingRequest builds the request sent to the origin. It shares the
+// incoming request's context, body and header values, and never
+// modifies the incoming request.
+func (h *Handler) outgoingRequest(w http.ResponseWriter, r *http.Request, host string) *http.Request {
+	out := new(http.Request)
+	*out = *r
+	out.URL = h.originURL(r.URL)
+	out.Host = host
+	out.RequestURI = ""
+	out.Close = false
+	out.Header = h.outgoingHeader(r, host)
+
+	switch {
+	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
+		// a nil body lets the transport retry a request it could not
+		// send on a stale keep-alive connection (golang/go#16036)
+		out.Body = nil
+	default:
+		out.Body = http.MaxBytesReader(w, r.Body, h.MaxBodySize)
+	}
+	return out
+}
+
+// originURL points the request-target at the origin while keeping the
+// path and query exactly as the client sent them.
+//
+// Go's client writes URL.EscapedPath(), which re-escapes the whole
+// decoded path when the raw path holds a byte Go considers invalid
+// (such as '|' or '^'), turning %2F into '/'. URL.Opaque is written
+// verbatim instead, so the raw path goes there. An opaque value that
+// begins with "//" would be read as an authority, so such paths go
+// through RawPath, which Go writes verbatim whenever it is a valid
+// encoding; only a path that both begins with "//" and holds such a
+// byte is re-escaped.
+func (h *Handler) originURL(in *url.URL) *url.URL {
+	u := &url.URL{
+		Scheme:     h.origin.Scheme,
+		Host:       h.origin.Host,
+		RawQuery:   in.RawQuery,
+		ForceQuery: in.ForceQuery,
+	}
+	switch {
+	case in.RawPath == "":
+		// the client's path is Go's default encoding of the decoded path
+		u.Path = in.Path
+	case strings.HasPrefix(in.RawPath, "//"):
+		u.Path, u.RawPath = in.Path, in.RawPath
+	default:
+		u.Opaque = in.RawPath
+	}
+	return u
+}
+
+// requestTarget returns the path and query of u as the client sent them.
+func requestTarget(u *url.URL) string {
+	target := u.RawPath
+	if target == "" {
+		target = u.EscapedPath()
+	}
+	if target == "" {
+		target = "/"
+	}
+	if u.ForceQuery || u.RawQuery != "" {
+		target += "?" + u.RawQuery
+	}
+	return target
+}
+
+// outgoingHeader returns the header sent to the origin: the client's
+// end-to-end fields with their values in order, plus X-Forwarded-For,
+// X-Forwarded-Proto and X-Forwarded-Host. Nothing else is added; in
+// particular no User-Agent, Accept-Encoding or Via.
+func (h *Handler) outgoingHeader(r *http.Request, host string) http.Header {
+	out := make(http.Header, len(r.Header)+3)
+	for name, values := range r.Header {
+		out[name] = values
+	}
+	keepTrailers := httpguts.HeaderValuesContainsToken(out["Te"], "trailers")
+	removeHopByHop(out)
+	if keepTrailers {
+		out["Te"] = []string{"trailers"}
+	}
+
+	// Go's client writes a default User-Agent unless the field is
+	// present; an empty value is present but never written
+	if _, ok := out["User-Agent"]; !ok {
+		out["User-Agent"] = []string{""}
+	}
+
+	setForwarded(out, r, host)
+	return out
+}
+
+// setForwarded sets the X-Forwarded-* fields. Values sent by the client
+// are kept only when the peer is one of the server's trusted_proxies;
+// otherwise they are replaced, so clients cannot spoof their address.
+func setForwarded(header http.Header, r *http.Request, host string) {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		peer = ""
+	}
+	peer, _, _ = strings.Cut(peer, "%")
+
+	prior := header["X-Forwarded-For"]
+	switch {
+	case trusted && len(prior) > 0 && peer != "":
+		header["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
+	case trusted && len(prior) > 0:
+		header["X-Forwarded-For"] = []string{strings.Join(prior, ", ")}
+	case peer != "":
+		header["X-Forwarded-For"] = []string{peer}
+	default:
+		delete(header, "X-Forwarded-For")
+	}
+
+	proto := "https"
+	if r.TLS == nil {
+		proto = "http"
+	}
+	if prior := header["X-Forwarded-Proto"]; trusted && len(prior) > 0 && prior[len(prior)-1] != "" {
+		proto = prior[len(prior)-1]
+	}
+	header["X-Forwarded-Proto"] = []string{proto}
+	header["X-Forwarded-Host"] = []string{host}
+}
+
+// removeHopByHop deletes hop-by-hop fields, including those named in
+// the Connection field (RFC 9110 section 7.6.1).
+func removeHopByHop(header http.Header) {
+	for _, field := range header["Connection"] {
+		for name := range strings.SplitSeq(field, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				delete(header, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	for _, name := range hopByHopHeaders {
+		delete(header, name)
+	}
+}
+
+// CanonicalHost returns the tracking domain named by a Host value:
+// lowercase, without port and without trailing dot. It reports false
+// for an empty host.
+func CanonicalHost(hostport string) (string, bool) {
+	host := hostport
+	if strings.HasPrefix(host, "[") {
+		// IPv6 literal
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", false
+		}
+		host = host[:end+1]
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	host = strings.TrimSuffix(host, ".")
+	if host == "" {
+		return "", false
+	}
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(host), true
+		}
+	}
+	return host, true
+}

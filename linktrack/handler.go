@@ -1,0 +1,279 @@
+// Package linktrack implements caddy-linktrack: a Caddy HTTP handler that
+// serves an email provider's click and open tracking links on a branded
+// domain, forwarding each request to the provider's tracking origin byte
+// for byte.
+package linktrack
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Default values of the handler's options.
+const (
+	DefaultMaxBodySize           = 10 << 20
+	DefaultMaxIdleConnsPerHost   = 128
+	DefaultResponseHeaderTimeout = 30 * time.Second
+)
+
+// Handler proxies tracking requests to an email provider's tracking
+// origin. The Host sent to the origin is the tracking domain the client
+// asked for (lowercase, without port or trailing dot), while the TLS
+// connection to the origin uses the origin's own name for SNI and
+// certificate verification. The request-target, every end-to-end
+// header and the body are forwarded unchanged; the origin's response
+// comes back unchanged, redirects included.
+//
+// Exactly one of provider or upstream must be set.
+type Handler struct {
+	// The email provider whose tracking origin receives the requests:
+	// customerio, iterable, mailgun, sendgrid, ses or sparkpost. Run
+	// `caddy linktrack providers` or see the README for the catalog.
+	Provider string `json:"provider,omitempty"`
+
+	// The provider's region. Default: the provider's one obvious
+	// default where it has one (sendgrid: `global`); otherwise
+	// REQUIRED with a provider, because a wrong region silently breaks
+	// attribution. For ses, any AWS region name, e.g. `eu-west-1`.
+	Region string `json:"region,omitempty"`
+
+	// The URL of any other tracking origin, e.g.
+	// `https://track.esp.example` or `http://10.0.0.5:8080`: a scheme
+	// (https or http), a host and an optional port, nothing else.
+	Upstream string `json:"upstream,omitempty"`
+
+	// How to reach the origin: the options of reverse_proxy's `http`
+	// transport, in the same words (tls_server_name, tls_trust_pool,
+	// dial_timeout, response_header_timeout,
+	// keepalive_idle_conns_per_host, ...). linktrack's defaults differ
+	// from reverse_proxy's where fidelity or speed requires it: HTTP/1.1
+	// only (`versions 1.1`, so repeated Cookie lines stay separate),
+	// compression off (no Accept-Encoding is injected and nothing is
+	// decompressed), 128 idle connections per host, a 30s response
+	// header timeout, and TLS enabled for https origins. Dial timeout:
+	// 3s.
+	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
+
+	// The largest request body forwarded, in bytes. A larger request
+	// gets 413 and, when its length is declared up front, never reaches
+	// the origin. Bodies are streamed, never buffered. Default: 10 MiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	// Answer plain-HTTP requests with a 308 redirect to HTTPS instead
+	// of proxying them. Default: false: old `http://` links are proxied
+	// like `https://` ones, as providers advise.
+	HTTPRedirect bool `json:"http_redirect,omitempty"`
+
+	// Files served locally for providers that expect the customer to
+	// host app-link association files. Default: none; every path goes
+	// to the origin.
+	AppLinks *AppLinks `json:"app_links,omitempty"`
+
+	origin    *url.URL
+	region    string
+	transport *reverseproxy.HTTPTransport
+	httpsPort int
+	appLinks  *appLinkFiles
+	bufPool   *sync.Pool
+	logger    *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.linktrack",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler: it resolves the origin, loads the
+// origin transport with linktrack's defaults and reads app-link files.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	var err error
+	h.origin, h.region, err = h.resolveOrigin()
+	if err != nil {
+		return err
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = DefaultMaxBodySize
+	}
+	if h.MaxBodySize < 0 {
+		return fmt.Errorf("max_body_size must be positive, got %d", h.MaxBodySize)
+	}
+
+	transport, err := h.transportWithDefaults()
+	if err != nil {
+		return err
+	}
+	rawTransport, err := json.Marshal(transport)
+	if err != nil {
+		return fmt.Errorf("encoding transport: %v", err)
+	}
+	mod, err := ctx.LoadModuleByID("http.reverse_proxy.transport.http", rawTransport)
+	if err != nil {
+		return fmt.Errorf("loading transport: %v", err)
+	}
+	h.transport = mod.(*reverseproxy.HTTPTransport)
+
+	if h.AppLinks != nil {
+		h.appLinks, err = h.AppLinks.load()
+		if err != nil {
+			return err
+		}
+	}
+
+	h.httpsPort = caddyhttp.DefaultHTTPSPort
+	if app, err := ctx.App("http"); err == nil {
+		if port := app.(*caddyhttp.App).HTTPSPort; port != 0 {
+			h.httpsPort = port
+		}
+	}
+
+	h.bufPool = &sync.Pool{New: func() any {
+		b := make([]byte, 32*1024)
+		return &b
+	}}
+	h.logger = ctx.Logger().With(
+		zap.String("provider", h.providerLabel()),
+		zap.String("region", h.region),
+		zap.String("origin", h.origin.String()),
+	)
+	return nil
+}
+
+// resolveOrigin returns the origin from the provider catalog or from
+// the upstream URL.
+func (h *Handler) resolveOrigin() (*url.URL, string, error) {
+	switch {
+	case h.Provider != "" && h.Upstream != "":
+		return nil, "", errors.New("provider and upstream are mutually exclusive; set one")
+	case h.Provider != "":
+		return LookupOrigin(h.Provider, h.Region)
+	case h.Upstream != "":
+		if h.Region != "" {
+			return nil, "", fmt.Errorf("region '%s' given without a provider; upstream takes no region", h.Region)
+		}
+		u, err := ParseUpstream(h.Upstream)
+		return u, "", err
+	default:
+		return nil, "", errors.New("a provider or an upstream is required")
+	}
+}
+
+// transportWithDefaults returns a copy of the configured transport with
+// linktrack's defaults applied to every option the user left unset.
+func (h *Handler) transportWithDefaults() (*reverseproxy.HTTPTransport, error) {
+	t := new(reverseproxy.HTTPTransport)
+	if h.Transport != nil {
+		*t = *h.Transport
+	}
+	if len(t.Versions) == 0 {
+		t.Versions = []string{"1.1"}
+	}
+	if t.Compression == nil {
+		off := false
+		t.Compression = &off
+	}
+	if t.KeepAlive == nil {
+		t.KeepAlive = new(reverseproxy.KeepAlive)
+	} else {
+		ka := *t.KeepAlive
+		t.KeepAlive = &ka
+	}
+	if t.KeepAlive.MaxIdleConnsPerHost == 0 {
+		t.KeepAlive.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if t.ResponseHeaderTimeout == 0 {
+		t.ResponseHeaderTimeout = caddy.Duration(DefaultResponseHeaderTimeout)
+	}
+	switch h.origin.Scheme {
+	case "https":
+		if t.TLS == nil {
+			t.TLS = new(reverseproxy.TLSConfig)
+		}
+	case "http":
+		if t.TLS != nil {
+			return nil, fmt.Errorf("transport TLS options are set, but origin '%s' speaks plain HTTP", h.origin)
+		}
+	}
+	return t, nil
+}
+
+// providerLabel names the provider in logs: the catalog name, or
+// "upstream" for an explicit origin.
+func (h *Handler) providerLabel() string {
+	if h.Provider != "" {
+		return h.Provider
+	}
+	return "upstream"
+}
+
+// Cleanup releases the handler's resources. The transport is a module
+// loaded through the Caddy context, which cleans it up itself.
+func (h *Handler) Cleanup() error {
+	h.transport = nil
+	h.appLinks = nil
+	return nil
+}
+
+// ServeHTTP proxies the request to the origin and copies the origin's
+// response back unchanged.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method == http.MethodConnect {
+		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("CONNECT is never proxied"))
+	}
+	host, ok := CanonicalHost(r.Host)
+	if !ok {
+		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("invalid or missing Host '%s'", r.Host))
+	}
+	if h.HTTPRedirect && r.TLS == nil {
+		h.redirectToHTTPS(w, r, host)
+		return nil
+	}
+	if h.appLinks != nil && h.appLinks.serve(w, r) {
+		return nil
+	}
+	if r.ContentLength > h.MaxBodySize {
+		return caddyhttp.Error(http.StatusRequestEntityTooLarge,
+			fmt.Errorf("request body of %d bytes exceeds max_body_size %d", r.ContentLength, h.MaxBodySize))
+	}
+
+	res, err := h.transport.RoundTrip(h.outgoingRequest(w, r, host))
+	if err != nil {
+		return h.failure(r, host, err)
+	}
+	return h.writeResponse(w, res)
+}
+
+// redirectToHTTPS answers a plain-HTTP request with a permanent redirect
+// to the same request-target over HTTPS.
+func (h *Handler) redirectToHTTPS(w http.ResponseWriter, r *http.Request, host string) {
+	target := "https://" + host
+	if h.httpsPort != caddyhttp.DefaultHTTPSPort {
+		target += fmt.Sprintf(":%d", h.httpsPort)
+	}
+	target += requestTarget(r.URL)
+	w.Header().Set("Location", target)
+	w.WriteHeader(http.StatusPermanentRedirect)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
