@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-linktrack/caddy-linktrack/internal/buildspec"
+)
+
+// caddyBin is the Caddy binary built from this repository, as
+// xcaddy.json describes, once per test run.
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "linktrack-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		spec, err := buildspec.Load(filepath.Join("..", "xcaddy.json"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		caddyBin = filepath.Join(dir, "caddy")
+		build := exec.Command("go", spec.GoBuildArgs(caddyBin)...)
+		build.Dir = ".."
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "building caddy: %v\n", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// caddyCmd runs the built Caddy with a private environment: its own
+// data and config directories, so no state leaks between tests.
+func caddyCmd(t testing.TB, args ...string) *exec.Cmd {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.Command(caddyBin, args...)
+	cmd.Env = append(os.Environ(),
+		"HOME="+home,
+		"XDG_DATA_HOME="+filepath.Join(home, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
+	)
+	return cmd
+}
+
+// caddyProcess is a running Caddy whose JSON log lines are collected.
+type caddyProcess struct {
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{} // closed and replaced on every new line
+	ready   chan struct{}
+	done    chan struct{}
+}
+
+// startCaddy writes config to a file and runs `caddy run` on it. It
+// returns once Caddy logs that it serves the configuration, i.e. after
+// every listener is bound; it fails the test if Caddy exits first.
+func startCaddy(t testing.TB, adapter, config string) *caddyProcess {
+	t.Helper()
+	name := "caddy.json"
+	if adapter == "caddyfile" {
+		name = "Caddyfile"
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := caddyCmd(t, "run", "--config", path, "--adapter", adapter)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &caddyProcess{cmd: cmd, changed: make(chan struct{}), ready: make(chan struct{}), done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go p.collect(stderr)
+	t.Cleanup(p.stop)
+
+	select {
+	case <-p.ready:
+		return p
+	case <-p.done:
+		t.Fatalf("caddy exited before serving:\n%s\nconfig:\n%s", p.logText(), config)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("caddy not serving after 60s:\n%s", p.logText())
+	}
+	return nil
+}
+
+func (p *caddyProcess) collect(r io.Reader) {
+	defer close(p.done)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4<<20)
+	readySeen := false
+	for sc.Scan() {
+		line := sc.Text()
+		p.mu.Lock()
+		p.lines = append(p.lines, line)
+		close(p.changed)
+		p.changed = make(chan struct{})
+		p.mu.Unlock()
+		if !readySeen && strings.Contains(line, "serving initial configuration") {
+			readySeen = true
+			close(p.ready)
+		}
+	}
+	_ = p.cmd.Wait()
+}
+
+func (p *caddyProcess) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *caddyProcess) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// logEntries returns the decoded JSON log entries whose message is
+// msg, and a channel closed when the next line arrives.
+func (p *caddyProcess) logEntries(msg string) ([]map[string]any, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var entries []map[string]any
+	for _, line := range p.lines {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		if e["msg"] == msg {
+			entries = append(entries, e)
+		}
+	}
+	return entries, p.changed
+}
+
+// waitLog returns the first entry with the message msg for which match
+// returns true, waiting for Caddy to write it: a response can reach the
+// client before the log line is read from Caddy's stderr.
+func (p *caddyProcess) waitLog(t testing.TB, msg string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		entries, changed := p.logEntries(msg)
+		for _, e := range entries {
+			if match == nil || match(e) {
+				return e
+			}
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			t.Fatalf("caddy exited; log:\n%s", p.logText())
+		case <-timeout:
+			t.Fatalf("no log entry %q matched; log:\n%s", msg, p.logText())
+		}
+	}
+}
+
+// runCaddy runs a Caddy subcommand to completion and returns its
+// combined output.
+func runCaddy(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	cmd := caddyCmd(t, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
