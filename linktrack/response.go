@@ -22,6 +22,10 @@ func (h *Handler) writeResponse(w http.ResponseWriter, res *http.Response) error
 	for name, values := range res.Header {
 		header[name] = values
 	}
+	if _, ok := res.Header["Content-Type"]; !ok {
+		// a nil value stops net/http from sniffing and adding one
+		header["Content-Type"] = nil
+	}
 	if len(res.Trailer) > 0 {
 		names := make([]string, 0, len(res.Trailer))
 		for name := range res.Trailer {
