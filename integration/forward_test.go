@@ -159,7 +159,7 @@ func exchanges() []exchange {
 		{name: "permanent redirect", method: http.MethodGet, target: "/ls/click?upn=p",
 			response: respondWith(301, []standin.Field{{Name: "Location", Value: "https://shop.example.com/?utm_source=email&utm_campaign=x%2Fy"}}, nil)},
 		{name: "temporary redirect for POST", method: http.MethodPost, target: "/f/form", body: form,
-			headers: []standin.Field{{Name: "Content-Type", Value: "application/x-www-form-urlencoded"}},
+			headers:  []standin.Field{{Name: "Content-Type", Value: "application/x-www-form-urlencoded"}},
 			response: respondWith(307, []standin.Field{{Name: "Location", Value: "/f/form/next?x=1"}}, nil)},
 		{name: "set-cookie lines", method: http.MethodGet, target: "/ls/click?upn=c",
 			response: respondWith(302, []standin.Field{
