@@ -178,7 +178,13 @@ func (p *caddyProcess) logEntries(msg string) ([]map[string]any, <-chan struct{}
 // client before the log line is read from Caddy's stderr.
 func (p *caddyProcess) waitLog(t testing.TB, msg string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
+	return p.waitLogFor(t, 10*time.Second, msg, match)
+}
+
+// waitLogFor is waitLog with a timeout of the caller's choice.
+func (p *caddyProcess) waitLogFor(t testing.TB, timeout time.Duration, msg string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	expired := time.After(timeout)
 	for {
 		entries, changed := p.logEntries(msg)
 		for _, e := range entries {
@@ -190,7 +196,7 @@ func (p *caddyProcess) waitLog(t testing.TB, msg string, match func(map[string]a
 		case <-changed:
 		case <-p.done:
 			t.Fatalf("caddy exited; log:\n%s", p.logText())
-		case <-timeout:
+		case <-expired:
 			t.Fatalf("no log entry %q matched; log:\n%s", msg, p.logText())
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -40,8 +41,10 @@ type rigOptions struct {
 	// Lines added to the global servers block.
 	servers string
 	// Upstream overrides the origin URL; "" points at the stand-in by
-	// the name localhost.
+	// the name localhost. "{port}" stands for the stand-in's port.
 	upstream string
+	// Provider, e.g. "customerio eu", replaces the upstream.
+	provider string
 	// Extra site blocks appended to the Caddyfile.
 	extraSites string
 	// originTLS, when false, runs the stand-in over plain HTTP.
@@ -103,7 +106,7 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 		t.Fatal(err)
 	}
 
-	upstream := opts.upstream
+	upstream := strings.ReplaceAll(opts.upstream, "{port}", strconv.Itoa(r.origin.Port()))
 	if upstream == "" {
 		scheme := "https"
 		if opts.plainOrigin {
@@ -111,9 +114,12 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 		}
 		upstream = fmt.Sprintf("%s://localhost:%d", scheme, r.origin.Port())
 	}
-	trust := ""
+	origin := "upstream " + upstream
 	if strings.HasPrefix(upstream, "https") && !strings.Contains(opts.linktrack, "tls_trust_pool") {
-		trust = "tls_trust_pool file " + caFile
+		origin += "\n\t\ttls_trust_pool file " + caFile
+	}
+	if opts.provider != "" {
+		origin = "provider " + opts.provider
 	}
 
 	r.httpPort, r.httpsPort, r.adminPort = freePort(t), freePort(t), freePort(t)
@@ -131,7 +137,6 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 
 (linktrack) {
 	linktrack {
-		upstream %s
 		%s
 		%s
 	}
@@ -147,7 +152,7 @@ http://%s {
 }
 %s
 `, r.adminPort, r.httpPort, r.httpsPort, filepath.Join(dir, "storage"), opts.servers,
-		upstream, trust, opts.linktrack, trackingDomain, certFile, keyFile, trackingDomain, opts.extraSites)
+		origin, opts.linktrack, trackingDomain, certFile, keyFile, trackingDomain, opts.extraSites)
 	r.caddy = startCaddy(t, "caddyfile", config)
 	return r
 }

@@ -1,0 +1,187 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/caddy-linktrack/caddy-linktrack/integration/internal/standin"
+)
+
+func doRaw(t *testing.T, c *standin.RawClient, req standin.RawRequest) *standin.RawResponse {
+	t.Helper()
+	if req.Host == "" {
+		req.Host = trackingDomain
+	}
+	res, err := c.Do(req, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func nextReceived(t *testing.T, r *rig) *standin.Received {
+	t.Helper()
+	rec, err := r.origin.Next(10 * time.Second)
+	if err != nil {
+		t.Fatalf("origin received nothing: %v", err)
+	}
+	return rec
+}
+
+// TestPlainHTTPIsProxied checks that old http:// links are proxied like
+// https:// ones, with X-Forwarded-Proto telling the origin which.
+func TestPlainHTTPIsProxied(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	res := doRaw(t, r.plainClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click?upn=old%2Flink"})
+	if res.Status != 302 {
+		t.Fatalf("status %d, want the origin's 302", res.Status)
+	}
+	rec := nextReceived(t, r)
+	if rec.Target != "/ls/click?upn=old%2Flink" || !slices.Equal(rec.Values("Host"), []string{trackingDomain}) {
+		t.Errorf("origin got %q with Host %q", rec.RequestLine, rec.Values("Host"))
+	}
+	if got := rec.Values("X-Forwarded-Proto"); !slices.Equal(got, []string{"http"}) {
+		t.Errorf("X-Forwarded-Proto %q, want http", got)
+	}
+	if !rec.TLS || rec.SNI != "localhost" {
+		t.Errorf("origin hop: TLS %v SNI %q; want TLS to localhost", rec.TLS, rec.SNI)
+	}
+}
+
+// TestHTTPRedirect checks the option that redirects plain HTTP instead.
+func TestHTTPRedirect(t *testing.T) {
+	r := newRig(t, rigOptions{linktrack: "http_redirect"})
+	res := doRaw(t, r.plainClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click?upn=a|b%2Fc"})
+	want := fmt.Sprintf("https://%s:%d/ls/click?upn=a|b%%2Fc", trackingDomain, r.httpsPort)
+	if res.Status != 308 || !slices.Equal(res.Values("Location"), []string{want}) {
+		t.Errorf("got %d Location %q; want 308 to %q", res.Status, res.Values("Location"), want)
+	}
+	if n := r.origin.Count(); n != 0 {
+		t.Errorf("origin received %d requests", n)
+	}
+	// HTTPS is still proxied
+	if res := doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click"}); res.Status != 302 {
+		t.Errorf("HTTPS status %d, want the origin's 302", res.Status)
+	}
+}
+
+// TestAppLinkFiles checks that app-link files are served locally while
+// every other path reaches the origin.
+func TestAppLinkFiles(t *testing.T) {
+	dir := t.TempDir()
+	aasa := []byte(`{"applinks":{"details":[{"appID":"ABCDE12345.com.example.shop","paths":["/uni/*"]}]}}`)
+	assetlinks := []byte(`[{"relation":["delegate_permission/common.handle_all_urls"]}]`)
+	aasaFile, assetFile := filepath.Join(dir, "aasa"), filepath.Join(dir, "assetlinks.json")
+	if err := os.WriteFile(aasaFile, aasa, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(assetFile, assetlinks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{linktrack: "apple_app_site_association " + aasaFile + "\n\t\tassetlinks " + assetFile})
+	c := r.rawClient(t)
+	for _, tc := range []struct {
+		method, target string
+		status         int
+		body           []byte
+	}{
+		{"GET", "/apple-app-site-association", 200, aasa},
+		{"GET", "/.well-known/apple-app-site-association", 200, aasa},
+		{"GET", "/.well-known/assetlinks.json?x=1", 200, assetlinks},
+		{"HEAD", "/.well-known/assetlinks.json", 200, nil},
+		{"POST", "/.well-known/assetlinks.json", 405, nil},
+	} {
+		res := doRaw(t, c, standin.RawRequest{Method: tc.method, Target: tc.target})
+		if res.Status != tc.status || string(res.Body) != string(tc.body) {
+			t.Errorf("%s %s: %d %q; want %d %q", tc.method, tc.target, res.Status, res.Body, tc.status, tc.body)
+		}
+		if tc.status == 200 && !slices.Equal(res.Values("Content-Type"), []string{"application/json"}) {
+			t.Errorf("%s %s: Content-Type %q", tc.method, tc.target, res.Values("Content-Type"))
+		}
+	}
+	if n := r.origin.Count(); n != 0 {
+		t.Errorf("origin received %d requests for local files", n)
+	}
+	if res := doRaw(t, c, standin.RawRequest{Method: "GET", Target: "/.well-known/security.txt"}); res.Status != 302 {
+		t.Errorf("other well-known path: status %d, want the origin's 302", res.Status)
+	}
+	if rec := nextReceived(t, r); rec.Target != "/.well-known/security.txt" {
+		t.Errorf("origin got %q", rec.RequestLine)
+	}
+}
+
+// TestTrustedProxy checks that X-Forwarded-For from a trusted proxy is
+// kept and extended, per the server's trusted_proxies.
+func TestTrustedProxy(t *testing.T) {
+	r := newRig(t, rigOptions{servers: "trusted_proxies static 127.0.0.1/32"})
+	doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click", Headers: []standin.Field{
+		{Name: "X-Forwarded-For", Value: "203.0.113.7"},
+		{Name: "X-Forwarded-Proto", Value: "http"},
+	}})
+	rec := nextReceived(t, r)
+	if got := rec.Values("X-Forwarded-For"); !slices.Equal(got, []string{"203.0.113.7, 127.0.0.1"}) {
+		t.Errorf("X-Forwarded-For %q, want the proxy's value plus the peer", got)
+	}
+	if got := rec.Values("X-Forwarded-Proto"); !slices.Equal(got, []string{"http"}) {
+		t.Errorf("X-Forwarded-Proto %q, want the trusted proxy's http", got)
+	}
+}
+
+// TestUnderscoreAndDotHeaders documents linktrack's choice: it follows
+// the server's filter. Caddy drops header names holding '_' or '.'
+// before any handler runs; a site that needs one lists it in the
+// server's expected_underscore_headers or expected_dot_headers.
+func TestUnderscoreAndDotHeaders(t *testing.T) {
+	headers := []standin.Field{{Name: "X_Campaign", Value: "bf"}, {Name: "X.Segment", Value: "vip"}, {Name: "X-Plain", Value: "1"}}
+
+	t.Run("dropped by default", func(t *testing.T) {
+		r := newRig(t, rigOptions{})
+		doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/", Headers: headers})
+		rec := nextReceived(t, r)
+		if len(rec.Values("X_Campaign")) != 0 || len(rec.Values("X.Segment")) != 0 || len(rec.Values("X-Plain")) != 1 {
+			t.Errorf("origin headers %v", rec.Headers)
+		}
+	})
+	t.Run("kept when the server expects them", func(t *testing.T) {
+		r := newRig(t, rigOptions{servers: "expected_underscore_headers X_Campaign\n\t\texpected_dot_headers X.Segment"})
+		doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/", Headers: headers})
+		rec := nextReceived(t, r)
+		if !slices.Equal(rec.Values("X_Campaign"), []string{"bf"}) || !slices.Equal(rec.Values("X.Segment"), []string{"vip"}) {
+			t.Errorf("origin headers %v", rec.Headers)
+		}
+	})
+}
+
+// TestTLSServerName checks that tls_server_name sets SNI and the name
+// verified, while Host stays the tracking domain.
+func TestTLSServerName(t *testing.T) {
+	r := newRig(t, rigOptions{originNames: []string{"track.esp.example"}, upstream: "https://127.0.0.1:{port}", linktrack: "tls_server_name track.esp.example"})
+	if res := doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click"}); res.Status != 302 {
+		t.Fatalf("status %d, want the origin's 302", res.Status)
+	}
+	rec := nextReceived(t, r)
+	if rec.SNI != "track.esp.example" || !slices.Equal(rec.Values("Host"), []string{trackingDomain}) {
+		t.Errorf("origin SNI %q Host %q; want SNI track.esp.example, Host %s", rec.SNI, rec.Values("Host"), trackingDomain)
+	}
+}
+
+// TestPlainHTTPOrigin checks an origin that speaks plain HTTP only, as
+// Mailgun's legacy tracking origin does.
+func TestPlainHTTPOrigin(t *testing.T) {
+	r := newRig(t, rigOptions{plainOrigin: true})
+	res := doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/c/AbC?x=%2F"})
+	if res.Status != 302 {
+		t.Fatalf("status %d, want the origin's 302", res.Status)
+	}
+	rec := nextReceived(t, r)
+	if rec.TLS || rec.Target != "/c/AbC?x=%2F" || !slices.Equal(rec.Values("Host"), []string{trackingDomain}) {
+		t.Errorf("origin got TLS %v, %q, Host %q", rec.TLS, rec.RequestLine, rec.Values("Host"))
+	}
+	if got := rec.Values("X-Forwarded-Proto"); !slices.Equal(got, []string{"https"}) {
+		t.Errorf("X-Forwarded-Proto %q, want https", got)
+	}
+}

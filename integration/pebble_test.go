@@ -1,0 +1,222 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Pebble, Let's Encrypt's test CA, and its mock DNS server are tool
+// dependencies in go.mod; the tests build them from the module cache.
+const (
+	pebblePkg       = "github.com/letsencrypt/pebble/v2/cmd/pebble"
+	challtestsrvPkg = "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv"
+)
+
+var (
+	pebbleBuild     sync.Once
+	pebbleBins      string
+	pebbleModuleDir string
+	pebbleBuildErr  error
+)
+
+// buildPebble builds Pebble and pebble-challtestsrv once per test run.
+func buildPebble(t testing.TB) (dir, moduleDir string) {
+	t.Helper()
+	pebbleBuild.Do(func() {
+		pebbleBins, pebbleBuildErr = os.MkdirTemp("", "linktrack-pebble-")
+		if pebbleBuildErr != nil {
+			return
+		}
+		for _, pkg := range []string{pebblePkg, challtestsrvPkg} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(pebbleBins, filepath.Base(pkg)), pkg)
+			cmd.Dir = ".."
+			if out, err := cmd.CombinedOutput(); err != nil {
+				pebbleBuildErr = fmt.Errorf("building %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/letsencrypt/pebble/v2").Output()
+		if err != nil {
+			pebbleBuildErr = fmt.Errorf("locating pebble's module: %v", err)
+			return
+		}
+		pebbleModuleDir = strings.TrimSpace(string(out))
+	})
+	if pebbleBuildErr != nil {
+		t.Fatal(pebbleBuildErr)
+	}
+	return pebbleBins, pebbleModuleDir
+}
+
+// acmeCA is a running Pebble with its DNS server, on loopback only.
+type acmeCA struct {
+	directory   string // ACME directory URL
+	management  string // management base URL
+	minicaRoot  string // file of the root that signed Pebble's own HTTPS certificate
+	minicaPool  *x509.CertPool
+	dnsAddr     string
+	mu          sync.Mutex
+	pebbleLines []string
+}
+
+// startPebble starts a mock DNS server answering every name with
+// 127.0.0.1, and Pebble validating challenges against the given ports
+// with fresh state.
+func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
+	t.Helper()
+	bins, moduleDir := buildPebble(t)
+	dir := t.TempDir()
+
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dns := exec.Command(filepath.Join(bins, "pebble-challtestsrv"),
+		"-dnsserver", dnsAddr, "-management", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+	startProcess(t, dns, nil)
+	waitForDNS(t, dnsAddr)
+
+	acmePort, mgmtPort := freePort(t), freePort(t)
+	config := map[string]any{"pebble": map[string]any{
+		"listenAddress":           fmt.Sprintf("127.0.0.1:%d", acmePort),
+		"managementListenAddress": fmt.Sprintf("127.0.0.1:%d", mgmtPort),
+		"certificate":             filepath.Join(moduleDir, "test", "certs", "localhost", "cert.pem"),
+		"privateKey":              filepath.Join(moduleDir, "test", "certs", "localhost", "key.pem"),
+		"httpPort":                httpPort,
+		"tlsPort":                 tlsPort,
+		"ocspResponderURL":        "",
+		"keyAlgorithm":            "ecdsa",
+		"profiles":                map[string]any{"default": map[string]any{"description": "test", "validityPeriod": 7776000}},
+	}}
+	raw, _ := json.Marshal(config)
+	configFile := filepath.Join(dir, "pebble.json")
+	if err := os.WriteFile(configFile, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca := &acmeCA{
+		directory:  fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort),
+		management: fmt.Sprintf("https://127.0.0.1:%d", mgmtPort),
+		minicaRoot: filepath.Join(moduleDir, "test", "certs", "pebble.minica.pem"),
+		dnsAddr:    dnsAddr,
+	}
+	rootPEM, err := os.ReadFile(ca.minicaRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.minicaPool = x509.NewCertPool()
+	ca.minicaPool.AppendCertsFromPEM(rootPEM)
+
+	pebble := exec.Command(filepath.Join(bins, "pebble"), "-config", configFile, "-dnsserver", dnsAddr)
+	pebble.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	startProcess(t, pebble, func(line string) {
+		ca.mu.Lock()
+		ca.pebbleLines = append(ca.pebbleLines, line)
+		ca.mu.Unlock()
+	})
+	ca.waitReady(t)
+	return ca
+}
+
+// startProcess starts cmd, feeds its output lines to onLine and stops
+// it when the test ends.
+func startProcess(t testing.TB, cmd *exec.Cmd, onLine func(string)) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if onLine != nil {
+				onLine(sc.Text())
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = pw.Close()
+		<-done
+	})
+}
+
+// waitForDNS waits until the mock DNS server answers.
+func waitForDNS(t testing.TB, addr string) {
+	t.Helper()
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		addrs, err := resolver.LookupHost(ctx, "probe.example.test")
+		cancel()
+		if err == nil && len(addrs) > 0 && addrs[0] == "127.0.0.1" {
+			return
+		}
+		time.Sleep(25 * time.Millisecond) // pause between readiness probes
+	}
+	t.Fatalf("mock DNS server at %s never answered", addr)
+}
+
+// waitReady waits until Pebble serves its ACME directory.
+func (ca *acmeCA) waitReady(t testing.TB) {
+	t.Helper()
+	client := ca.client()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := client.Get(ca.directory)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(25 * time.Millisecond) // pause between readiness probes
+	}
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	t.Fatalf("pebble never served its directory:\n%s", strings.Join(ca.pebbleLines, "\n"))
+}
+
+func (ca *acmeCA) client() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.minicaPool}}}
+}
+
+// issuingRoots returns the roots that issued the leaf certificates of
+// this run of Pebble.
+func (ca *acmeCA) issuingRoots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	res, err := ca.client().Get(ca.management + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	pemBytes, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("pebble served no root PEM: %q", pemBytes)
+	}
+	return pool
+}
