@@ -1,0 +1,324 @@
+// Command bench measures linktrack against stock Caddy reverse_proxy and
+// nginx (as providers document it, and tuned), all proxying TLS clicks on
+// loopback to one stand-in origin. Run it through bench/run.sh, which
+// installs wrk and nginx first; see bench/README.md.
+//
+// Environment (all optional):
+//
+//	BENCH_DURATION  timed seconds per contender per round (default 10)
+//	BENCH_ROUNDS    interleaved rounds (default 3)
+//	BENCH_CONNS     wrk connections (default 64)
+//	BENCH_THREADS   wrk threads (default 2)
+//	BENCH_WARMUP    untimed warm-up seconds before each timed run (default 2)
+//	BENCH_ONLY      contenders to run, e.g. "b,c,d" (default all: a,b,c,d)
+//	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	duration, warmup time.Duration
+	rounds, conns    int
+	threads          int
+	only             map[string]bool
+	keep             bool
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer cancel()
+	defer stopAll() // every child, on every return path (os.Exit is only in main)
+
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	if _, err := os.Stat("go.mod"); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: run from the repository root (bash bench/run.sh does)")
+		return 2
+	}
+	s, err := prepare(ctx, cfg)
+	if s != nil && s.dir != "" {
+		if cfg.keep {
+			fmt.Println("scratch directory kept:", s.dir)
+		} else {
+			defer os.RemoveAll(s.dir)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+
+	all := contenders()
+	var cs []*contender
+	for _, c := range all {
+		if cfg.only[c.key] {
+			cs = append(cs, c)
+		}
+	}
+	ports, err := freePorts(len(cs))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	for i, c := range cs {
+		c.port = ports[i]
+		launch(ctx, s, c)
+	}
+	for r := 1; r <= cfg.rounds && ctx.Err() == nil; r++ {
+		for _, c := range cs {
+			if c.failed == "" && ctx.Err() == nil {
+				measure(ctx, cfg, s, c, r)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "bench: interrupted")
+		return 130
+	}
+	printReport(cfg, s, cs)
+	for _, c := range cs {
+		if c.failed != "" {
+			return 1
+		}
+	}
+	return 0
+}
+
+func loadConfig() (config, error) {
+	cfg := config{only: map[string]bool{}}
+	var err error
+	// num reads a whole number in [lo, hi]; a trailing "s" is allowed.
+	num := func(name string, def, lo, hi int) int {
+		v := os.Getenv(name)
+		if v == "" || err != nil {
+			return def
+		}
+		n, e := strconv.Atoi(strings.TrimSuffix(v, "s"))
+		if e != nil || n < lo || n > hi {
+			err = fmt.Errorf("%s=%q: want a whole number from %d to %d", name, v, lo, hi)
+		}
+		return n
+	}
+	cfg.duration = time.Duration(num("BENCH_DURATION", 10, 1, 600)) * time.Second
+	cfg.rounds = num("BENCH_ROUNDS", 3, 1, 20)
+	cfg.conns = num("BENCH_CONNS", 64, 1, 4000)
+	cfg.threads = min(num("BENCH_THREADS", 2, 1, 64), cfg.conns)
+	cfg.warmup = time.Duration(num("BENCH_WARMUP", 2, 0, 60)) * time.Second
+	only := os.Getenv("BENCH_ONLY")
+	if only == "" {
+		only = "a,b,c,d"
+	}
+	for _, k := range strings.Split(only, ",") {
+		k = strings.TrimSpace(k)
+		if k < "a" || k > "d" || len(k) != 1 {
+			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-d separated by commas", only)
+		}
+		cfg.only[k] = true
+	}
+	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
+	return cfg, err
+}
+
+// prepare builds the helpers and Caddy, writes the certificates and
+// starts the origin.
+func prepare(ctx context.Context, cfg config) (*setup, error) {
+	dir, err := os.MkdirTemp("", "linktrack-bench-")
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(dir, 0o755) // nginx workers run as nobody
+	s := &setup{
+		dir: dir, ca: filepath.Join(dir, "ca.pem"),
+		cert: filepath.Join(dir, "link.pem"), key: filepath.Join(dir, "link.key"),
+	}
+	for _, tool := range []string{"wrk", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return s, fmt.Errorf("%s not found (bench/run.sh installs wrk)", tool)
+		}
+	}
+	if s.nginxBin, err = exec.LookPath("nginx"); err != nil {
+		s.nginxBin = "/usr/sbin/nginx"
+	}
+
+	step("building bench/certs and bench/origin")
+	for _, pkg := range []string{"certs", "origin"} {
+		if out, err := goBuild(ctx, filepath.Join(dir, pkg), "./bench/"+pkg); err != nil {
+			return s, fmt.Errorf("building bench/%s: %v\n%s", pkg, err, out)
+		}
+	}
+	if out, err := exec.CommandContext(ctx, filepath.Join(dir, "certs"), "-dir", dir).CombinedOutput(); err != nil {
+		return s, fmt.Errorf("making certificates: %v\n%s", err, out)
+	}
+
+	if cfg.only["a"] || cfg.only["b"] {
+		step("building ./cmd/caddy (linktrack and stock reverse_proxy run on this one binary)")
+		if out, err := goBuild(ctx, filepath.Join(dir, "caddy"), "./cmd/caddy"); err != nil {
+			return s, fmt.Errorf("building ./cmd/caddy: %v\n%s", err, lastLines(out, 8))
+		}
+		s.caddyBin = filepath.Join(dir, "caddy")
+	}
+
+	ports, err := freePorts(1)
+	if err != nil {
+		return s, err
+	}
+	s.originPort = ports[0]
+	step(fmt.Sprintf("starting origin on https://localhost:%d", s.originPort))
+	p, err := startProc("origin", filepath.Join(dir, "origin.log"), nil, filepath.Join(dir, "origin"),
+		"-port", strconv.Itoa(s.originPort),
+		"-cert", filepath.Join(dir, "origin.pem"), "-key", filepath.Join(dir, "origin.key"))
+	if err != nil {
+		return s, err
+	}
+	s.origin = p
+	c, err := newClient(s.ca, "localhost")
+	if err != nil {
+		return s, err
+	}
+	return s, waitReady(ctx, p, c, s.originPort, "localhost")
+}
+
+// launch starts one contender, waits until it answers and checks one
+// click end to end. On any failure the contender is stopped and marked.
+func launch(ctx context.Context, s *setup, c *contender) {
+	step(fmt.Sprintf("starting %s) %s on 127.0.0.1:%d", c.key, c.name, c.port))
+	fail := func(err error) {
+		c.failed = err.Error()
+		fmt.Printf("  ERROR %s) %s: %v\n", c.key, c.name, err)
+		if c.proc != nil {
+			c.proc.stop()
+		}
+	}
+	p, err := c.start(s, c.port)
+	if err != nil {
+		fail(err)
+		return
+	}
+	c.proc = p
+	client, err := newClient(s.ca, trackingHost)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := waitReady(ctx, p, client, c.port, trackingHost); err != nil {
+		fail(err)
+		return
+	}
+	if err := verifyClick(ctx, client, c.port); err != nil {
+		fail(fmt.Errorf("proxying check failed: %v", err))
+		return
+	}
+	fmt.Printf("  ok: a click comes back as 302 to the shop, Host %s reached the origin\n", trackingHost)
+}
+
+// measure runs one warm-up and one timed wrk run against c, sampling the
+// CPU time of c's process tree (and of the origin) around the timed run.
+func measure(ctx context.Context, cfg config, s *setup, c *contender, round int) {
+	fail := func(err error) {
+		c.failed = fmt.Sprintf("round %d: %v", round, err)
+		if ctx.Err() == nil { // an interrupt is reported once, by run
+			fmt.Printf("  ERROR %s) %s: %s\n", c.key, c.name, c.failed)
+		}
+		c.proc.stop()
+	}
+	if !c.proc.alive() {
+		fail(fmt.Errorf("process exited: %v\n%s", c.proc.err, c.proc.logTail(10)))
+		return
+	}
+	script := filepath.Join(s.dir, "report.lua")
+	if err := os.WriteFile(script, reportLua, 0o644); err != nil {
+		fail(err)
+		return
+	}
+	if cfg.warmup > 0 {
+		if _, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.warmup); err != nil {
+			fail(fmt.Errorf("warm-up: %v", err))
+			return
+		}
+	}
+	cpu0, _ := treeCPU(c.proc.pid())
+	ocpu0, _ := treeCPU(s.origin.pid())
+	res, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.duration)
+	cpu1, nprocs := treeCPU(c.proc.pid())
+	ocpu1, _ := treeCPU(s.origin.pid())
+	if err != nil {
+		fail(err)
+		return
+	}
+	if res.Requests == 0 {
+		fail(fmt.Errorf("no requests completed (%s)", res.ErrorsText))
+		return
+	}
+	rr := roundResult{
+		round: round, wrk: res, procs: nprocs,
+		cpuUs:       (cpu1 - cpu0) * 1e6 / float64(res.Requests),
+		originCPUUs: (ocpu1 - ocpu0) * 1e6 / float64(res.Requests),
+	}
+	c.rounds = append(c.rounds, rr)
+	fmt.Printf("  round %d %s) %-34s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %6.1f µs/req (%d procs)  origin CPU %6.1f µs/req%s\n",
+		round, c.key, c.name, res.RPS(), res.P50us/1e3, res.P99us/1e3, rr.cpuUs, nprocs, rr.originCPUUs, errNote(res))
+}
+
+func errNote(r wrkResult) string {
+	if r.Errors == 0 {
+		return ""
+	}
+	return "  errors: " + r.ErrorsText
+}
+
+// goBuild runs `go build -o out pkg` from the repository root.
+func goBuild(ctx context.Context, out, pkg string) (string, error) {
+	b, err := exec.CommandContext(ctx, "go", "build", "-o", out, pkg).CombinedOutput()
+	return string(b), err
+}
+
+// freePorts asks the kernel for n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func step(msg string) { fmt.Printf("== %s\n", msg) }
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }

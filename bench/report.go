@@ -1,0 +1,149 @@
+package main
+
+// The final markdown: summary table, ratios, raw per-round numbers.
+
+import (
+	"fmt"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+)
+
+// roundResult is one timed run of one contender.
+type roundResult struct {
+	round       int
+	wrk         wrkResult
+	procs       int     // processes in the contender's tree (nginx: master + workers)
+	cpuUs       float64 // proxy CPU µs per completed request
+	originCPUUs float64 // origin CPU µs per request, for context
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}
+
+// med returns the median over c's rounds of f.
+func (c *contender) med(f func(roundResult) float64) float64 {
+	var xs []float64
+	for _, r := range c.rounds {
+		xs = append(xs, f(r))
+	}
+	return median(xs)
+}
+
+func (c *contender) rps() float64 { return c.med(func(r roundResult) float64 { return r.wrk.RPS() }) }
+func (c *contender) cpu() float64 { return c.med(func(r roundResult) float64 { return r.cpuUs }) }
+
+func printReport(cfg config, s *setup, cs []*contender) {
+	fmt.Printf("\n## Benchmark: linktrack vs Caddy reverse_proxy vs nginx\n\n")
+	fmt.Printf("%s\n\n", describe(cfg, s))
+	fmt.Println("| contender | req/s (median) | p50 ms | p99 ms | proxy CPU µs/req (median) | rounds |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	byKey := map[string]*contender{}
+	for _, c := range cs {
+		byKey[c.key] = c
+		if len(c.rounds) == 0 {
+			fmt.Printf("| %s) %s | failed | – | – | – | 0/%d |\n", c.key, c.name, cfg.rounds)
+			continue
+		}
+		fmt.Printf("| %s) %s | %.0f | %.2f | %.2f | %.1f | %d/%d |\n", c.key, c.name, c.rps(),
+			c.med(func(r roundResult) float64 { return r.wrk.P50us / 1e3 }),
+			c.med(func(r roundResult) float64 { return r.wrk.P99us / 1e3 }),
+			c.cpu(), len(c.rounds), cfg.rounds)
+	}
+	fmt.Println("\np50 and p99 are medians over rounds of wrk's per-run percentiles.")
+
+	fmt.Println("\nRatios (medians):")
+	ratio := func(label, ka, kb string, f func(*contender) float64, unit string) {
+		a, b := byKey[ka], byKey[kb]
+		switch {
+		case a == nil || b == nil:
+			fmt.Printf("- %s: not run\n", label)
+		case len(a.rounds) == 0 || len(b.rounds) == 0 || f(b) == 0:
+			fmt.Printf("- %s: n/a (a contender failed)\n", label)
+		default:
+			fmt.Printf("- %s: **%.2f** (%.1f / %.1f %s)\n", label, f(a)/f(b), f(a), f(b), unit)
+		}
+	}
+	cpu := (*contender).cpu
+	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
+	ratio("linktrack req/s / nginx-documented req/s", "a", "c", (*contender).rps, "req/s")
+	ratio("linktrack CPU / nginx-tuned CPU", "a", "d", cpu, "µs/req")
+
+	fmt.Println("\nRaw rounds:")
+	fmt.Println("\n| round | contender | req/s | p50 ms | p99 ms | proxy CPU µs/req | origin CPU µs/req | procs | errors |")
+	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+	for r := 1; r <= cfg.rounds; r++ {
+		for _, c := range cs {
+			for _, rr := range c.rounds {
+				if rr.round != r {
+					continue
+				}
+				errs := rr.wrk.ErrorsText
+				if errs == "" {
+					errs = "0"
+				}
+				fmt.Printf("| %d | %s) %s | %.0f | %.2f | %.2f | %.1f | %.1f | %d | %s |\n", r, c.key, c.name,
+					rr.wrk.RPS(), rr.wrk.P50us/1e3, rr.wrk.P99us/1e3, rr.cpuUs, rr.originCPUUs, rr.procs, errs)
+			}
+		}
+	}
+	for _, c := range cs {
+		if c.failed != "" {
+			fmt.Printf("\n%s) %s failed: %s\n", c.key, c.name, briefly(c.failed))
+		}
+	}
+}
+
+// describe is one paragraph on the setup, with tool versions.
+func describe(cfg config, s *setup) string {
+	var v []string
+	if s.caddyBin != "" {
+		v = append(v, "Caddy "+firstField(cmdOut(s.caddyBin, "version")))
+	}
+	if nv := cmdOut(s.nginxBin, "-v"); nv != "" {
+		v = append(v, strings.TrimPrefix(nv, "nginx version: "))
+	}
+	if wv := strings.Fields(cmdOut("wrk", "-v")); len(wv) > 1 {
+		v = append(v, "wrk "+wv[1])
+	}
+	v = append(v, runtime.Version())
+	return fmt.Sprintf("Loopback, TLS on both sides, HTTP/1.1 to the origin; wrk -t%d -c%d keep-alive, "+
+		"%s timed after a %s warm-up per contender per round, %d interleaved rounds; %d CPUs. "+
+		"Proxy CPU = utime+stime of the proxy's process tree over the timed run ÷ requests. %s.",
+		cfg.threads, cfg.conns, cfg.duration, cfg.warmup, cfg.rounds, runtime.NumCPU(), strings.Join(v, ", "))
+}
+
+// cmdOut runs a version command and returns its first output line.
+func cmdOut(bin string, args ...string) string {
+	out, _ := exec.Command(bin, args...).CombinedOutput()
+	return firstLine(strings.TrimSpace(string(out)))
+}
+
+// briefly shortens a multi-line failure to its first and last lines.
+func briefly(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) == 1 {
+		return lines[0]
+	}
+	return strings.TrimSuffix(lines[0], " log:") + " … " + strings.TrimSpace(lines[len(lines)-1])
+}
+
+func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
+
+func firstField(s string) string {
+	if f := strings.Fields(s); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
