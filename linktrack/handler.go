@@ -41,8 +41,9 @@ const (
 // Exactly one of provider or upstream must be set.
 type Handler struct {
 	// The email provider whose tracking origin receives the requests:
-	// customerio, iterable, mailgun, sendgrid, ses or sparkpost. Run
-	// `caddy linktrack providers` or see the README for the catalog.
+	// customerio, iterable, mailgun, sendgrid, ses or sparkpost (the
+	// README lists the catalog). Default: none; set provider or
+	// upstream.
 	Provider string `json:"provider,omitempty"`
 
 	// The provider's region. Default: the provider's one obvious
@@ -54,6 +55,7 @@ type Handler struct {
 	// The URL of any other tracking origin, e.g.
 	// `https://track.esp.example` or `http://10.0.0.5:8080`: a scheme
 	// (https or http), a host and an optional port, nothing else.
+	// Default: none; set provider or upstream.
 	Upstream string `json:"upstream,omitempty"`
 
 	// How to reach the origin: the options of reverse_proxy's `http`
