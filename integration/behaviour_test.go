@@ -185,3 +185,37 @@ func TestPlainHTTPOrigin(t *testing.T) {
 		t.Errorf("X-Forwarded-Proto %q, want https", got)
 	}
 }
+
+// TestHostIsCanonical checks that the Host sent to the origin is the
+// tracking domain in canonical form, whatever spelling the client used.
+// Caddy's host matcher does not match a trailing dot, so those spellings
+// go through a catch-all site, as in a platform's setup.
+func TestHostIsCanonical(t *testing.T) {
+	r := newRig(t, rigOptions{extraSites: "http:// {\n\timport linktrack\n}"})
+	for _, tc := range []struct {
+		host  string
+		plain bool
+	}{
+		{host: "LINK.Example.TEST"},
+		{host: fmt.Sprintf("link.example.test:%d", r.httpsPort)},
+		{host: "link.example.test.", plain: true},
+		{host: fmt.Sprintf("Link.Example.Test.:%d", r.httpPort), plain: true},
+	} {
+		c := r.rawClient(t)
+		if tc.plain {
+			c = r.plainClient(t)
+		}
+		res := doRaw(t, c, standin.RawRequest{Method: "GET", Target: "/ls/click", Host: tc.host})
+		if res.Status != 302 {
+			t.Errorf("Host %q: status %d, want the origin's 302", tc.host, res.Status)
+			continue
+		}
+		rec := nextReceived(t, r)
+		if got := rec.Values("Host"); !slices.Equal(got, []string{trackingDomain}) {
+			t.Errorf("client Host %q reached the origin as %q", tc.host, got)
+		}
+		if got := rec.Values("X-Forwarded-Host"); !slices.Equal(got, []string{trackingDomain}) {
+			t.Errorf("client Host %q: X-Forwarded-Host %q", tc.host, got)
+		}
+	}
+}
