@@ -16,25 +16,10 @@ import (
 // plain-HTTP clicks, then proxies a click over HTTPS with it.
 func TestACMEHTTP01WhileProxyingPort80(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := standin.NewCA("origin CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, err := ca.WriteFile(dir, "origin-ca.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	origin, err := standin.Start(standin.Config{Certificate: &leaf.TLS, Respond: func(*standin.Received) standin.Response {
+	ca, caFile := newTestCA(t, dir)
+	origin := startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response {
 		return redirectResponse()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { origin.Close() })
+	})
 
 	httpPort, httpsPort, adminPort := freePort(t), freePort(t), freePort(t)
 	acme := startPebble(t, httpPort, httpsPort)

@@ -204,23 +204,19 @@ func TestForwarding(t *testing.T) {
 		if ex.response != nil {
 			res = *ex.response
 		}
-		t.Run("h1/"+ex.name, func(t *testing.T) {
-			r.respond(res)
-			r.origin.Reset()
-			before := r.origin.Count()
-			got := sendH1(t, h1, ex)
-			checkExchange(t, r, ex, res, got, before, false)
-		})
-		if ex.h1Only {
-			continue
+		run := func(proto string, send func(*testing.T) clientResult) {
+			t.Run(proto+"/"+ex.name, func(t *testing.T) {
+				r.respond(res)
+				r.origin.Reset()
+				before := r.origin.Count()
+				got := send(t)
+				checkExchange(t, r, ex, res, got, before, proto == "h2")
+			})
 		}
-		t.Run("h2/"+ex.name, func(t *testing.T) {
-			r.respond(res)
-			r.origin.Reset()
-			before := r.origin.Count()
-			got := sendH2(t, h2, ex)
-			checkExchange(t, r, ex, res, got, before, true)
-		})
+		run("h1", func(t *testing.T) clientResult { return sendH1(t, h1, ex) })
+		if !ex.h1Only {
+			run("h2", func(t *testing.T) clientResult { return sendH2(t, h2, ex) })
+		}
 	}
 }
 

@@ -60,42 +60,26 @@ type rigOptions struct {
 func newRig(t testing.TB, opts rigOptions) *rig {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := standin.NewCA("linktrack test CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, err := ca.WriteFile(dir, "ca.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, caFile := newTestCA(t, dir)
 	r := &rig{ca: ca, caFile: caFile}
 	r.response = redirectResponse()
 
-	originCfg := standin.Config{Respond: func(*standin.Received) standin.Response {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.response
-	}}
+	var signer *standin.CA
 	if !opts.plainOrigin {
-		names := opts.originNames
-		if names == nil {
-			names = []string{"localhost"}
-		}
-		signer := ca
+		signer = ca
 		if opts.originCA != nil {
 			signer = opts.originCA
 		}
-		leaf, err := signer.Issue(names...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		originCfg.Certificate = &leaf.TLS
 	}
-	r.origin, err = standin.Start(originCfg)
-	if err != nil {
-		t.Fatal(err)
+	names := opts.originNames
+	if names == nil {
+		names = []string{"localhost"}
 	}
-	t.Cleanup(func() { r.origin.Close() })
+	r.origin = startOrigin(t, signer, names, func(*standin.Received) standin.Response {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.response
+	})
 
 	site, err := ca.Issue(trackingDomain)
 	if err != nil {
@@ -155,6 +139,41 @@ http://%s {
 		origin, opts.linktrack, trackingDomain, certFile, keyFile, trackingDomain, opts.extraSites)
 	r.caddy = startCaddy(t, "caddyfile", config)
 	return r
+}
+
+// newTestCA makes a CA and writes its certificate to dir.
+func newTestCA(t testing.TB, dir string) (*standin.CA, string) {
+	t.Helper()
+	ca, err := standin.NewCA("linktrack test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, err := ca.WriteFile(dir, "ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, caFile
+}
+
+// startOrigin starts a stand-in origin that answers with respond, over
+// TLS with a certificate for names signed by signer, or over plain HTTP
+// if signer is nil. It stops when the test ends.
+func startOrigin(t testing.TB, signer *standin.CA, names []string, respond func(*standin.Received) standin.Response) *standin.Origin {
+	t.Helper()
+	cfg := standin.Config{Respond: respond}
+	if signer != nil {
+		leaf, err := signer.Issue(names...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificate = &leaf.TLS
+	}
+	origin, err := standin.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Close() })
+	return origin
 }
 
 // respond sets the origin's answer to the next requests.
