@@ -1,0 +1,45 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+)
+
+// TestReadmeJSON validates every JSON block of the README with the
+// built Caddy: a whole config as it stands, a lone handler inside a
+// minimal site.
+func TestReadmeJSON(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("found %d JSON blocks in the README", len(blocks))
+	}
+	for i, block := range blocks {
+		var doc map[string]any
+		if err := json.Unmarshal(block[1], &doc); err != nil {
+			t.Errorf("README JSON block %d does not parse: %v", i+1, err)
+			continue
+		}
+		if doc["handler"] != nil {
+			doc = map[string]any{"apps": map[string]any{"http": map[string]any{"servers": map[string]any{
+				"srv0": map[string]any{"listen": []string{":443"}, "routes": []any{map[string]any{"handle": []any{doc}}}},
+			}}}}
+		}
+		config, _ := json.Marshal(doc)
+		path := filepath.Join(t.TempDir(), "caddy.json")
+		if err := os.WriteFile(path, config, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := caddyCmd(t, "validate", "--config", path)
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("README JSON block %d is not a valid config: %v\n%s", i+1, err, out)
+		}
+	}
+}
