@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -217,5 +218,58 @@ func TestHostIsCanonical(t *testing.T) {
 		if got := rec.Values("X-Forwarded-Host"); !slices.Equal(got, []string{trackingDomain}) {
 			t.Errorf("client Host %q: X-Forwarded-Host %q", tc.host, got)
 		}
+	}
+}
+
+// TestRequestBodyIsStreamed checks that the origin starts receiving a
+// request while the client is still sending its body: the client holds
+// back the second half of the body until the origin has the request's
+// head, which a proxy that buffers whole bodies could never deliver.
+func TestRequestBodyIsStreamed(t *testing.T) {
+	dir := t.TempDir()
+	ca, caFile := newTestCA(t, dir)
+	heads := make(chan *standin.Received, 1)
+	leaf, err := ca.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin, err := standin.Start(standin.Config{
+		Certificate: &leaf.TLS,
+		OnHead:      func(r *standin.Received) { heads <- r },
+		Respond:     func(*standin.Received) standin.Response { return redirectResponse() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Close() })
+	r := newRig(t, rigOptions{upstream: fmt.Sprintf("https://localhost:%d", origin.Port()), linktrack: "tls_trust_pool file " + caFile})
+
+	first, second := bytes.Repeat([]byte("a"), 300_000), bytes.Repeat([]byte("b"), 300_000)
+	c := r.rawClient(t)
+	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", trackingDomain, len(first)+len(second))
+	if err := c.WriteRaw(append([]byte(head), first...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case h := <-heads:
+		if h.Target != "/upload" {
+			t.Errorf("origin got head %q", h.RequestLine)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the origin got nothing while half the body was still unsent: the body was buffered")
+	}
+	if err := c.WriteRaw(second); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.ReadResponse("POST", 30*time.Second)
+	if err != nil || res.Status != 302 {
+		t.Fatalf("response: %v %v", err, res)
+	}
+	rec, err := origin.Next(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.BodySHA256 != sha(append(first, second...)) {
+		t.Errorf("origin body of %d bytes differs from the client's", rec.BodyLen)
 	}
 }

@@ -87,6 +87,7 @@ type Response struct {
 type Config struct {
 	Certificate *tls.Certificate         // nil means plain HTTP
 	Respond     func(*Received) Response // nil means 200 with body "ok"; must not modify its argument
+	OnHead      func(*Received)          // if set, called with a copy of each request once its header block is read, before its body
 	Network     string                   // default "tcp"
 	Addr        string                   // default "127.0.0.1:0" ("[::1]:0" for "tcp6")
 }
@@ -97,6 +98,7 @@ type Origin struct {
 	ln      net.Listener
 	tlsConf *tls.Config
 	respond func(*Received) Response
+	onHead  func(*Received)
 	done    chan struct{} // closed by Close
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -130,6 +132,7 @@ func Start(cfg Config) (*Origin, error) {
 	o := &Origin{
 		ln:      ln,
 		respond: cfg.Respond,
+		onHead:  cfg.OnHead,
 		done:    make(chan struct{}),
 		conns:   make(map[net.Conn]struct{}),
 		notify:  make(chan struct{}),
@@ -304,7 +307,7 @@ func (o *Origin) serveConn(raw net.Conn, id int) {
 	bw := bufio.NewWriterSize(conn, bufferSize)
 	for {
 		r := tmpl
-		next := readRequest(br, bw, &r)
+		next := readRequest(br, bw, &r, o.onHead)
 		if next == connEnded {
 			return
 		}
@@ -341,7 +344,7 @@ const (
 // continues. Requests that are cut short or exceed a limit have r.Err set
 // and lead to abort; malformed framing sets r.Err and leads to
 // answerAndClose, since the rest of the stream cannot be delimited.
-func readRequest(br *bufio.Reader, bw *bufio.Writer, r *Received) outcome {
+func readRequest(br *bufio.Reader, bw *bufio.Writer, r *Received, onHead func(*Received)) outcome {
 	budget := maxHeaderBytes
 	for {
 		line, err := readLine(br, &budget)
@@ -364,6 +367,10 @@ func readRequest(br *bufio.Reader, bw *bufio.Writer, r *Received) outcome {
 	if err != nil {
 		r.Err = fmt.Sprintf("read header block: %v", err)
 		return abort
+	}
+	if onHead != nil {
+		head := *r
+		onHead(&head)
 	}
 	next := answerAndClose
 	if wantsKeepAlive(r) {
