@@ -27,13 +27,13 @@ const statusClientClosedRequest = 499
 // timed-out dial, TLS failure, connection closed). A request body is
 // never replayed: the transport retries only requests it has not begun
 // to send.
-func (h *Handler) failure(r *http.Request, host string, err error) error {
+func (p *originProxy) failure(r *http.Request, host string, err error) error {
 	status, cause := classifyFailure(r, err)
 	level := zapcore.ErrorLevel
 	if status == statusClientClosedRequest || status == http.StatusRequestEntityTooLarge {
 		level = zapcore.DebugLevel
 	}
-	if c := h.logger.Check(level, "origin request failed"); c != nil {
+	if c := p.logger.Check(level, "origin request failed"); c != nil {
 		c.Write(
 			zap.String("host", host),
 			zap.String("cause", cause),

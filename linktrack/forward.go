@@ -28,14 +28,14 @@ var hopByHopHeaders = []string{
 // outgoingRequest builds the request sent to the origin. It shares the
 // incoming request's context, body and header values, and never
 // modifies the incoming request.
-func (h *Handler) outgoingRequest(w http.ResponseWriter, r *http.Request, host string) *http.Request {
+func (p *originProxy) outgoingRequest(w http.ResponseWriter, r *http.Request, host string, maxBodySize int64) *http.Request {
 	out := new(http.Request)
 	*out = *r
-	out.URL = h.originURL(r.URL)
+	out.URL = p.originURL(r.URL)
 	out.Host = host
 	out.RequestURI = ""
 	out.Close = false
-	out.Header = h.outgoingHeader(r, host)
+	out.Header = outgoingHeader(r, host)
 
 	switch {
 	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
@@ -43,7 +43,7 @@ func (h *Handler) outgoingRequest(w http.ResponseWriter, r *http.Request, host s
 		// send on a stale keep-alive connection (golang/go#16036)
 		out.Body = nil
 	default:
-		out.Body = http.MaxBytesReader(w, r.Body, h.MaxBodySize)
+		out.Body = http.MaxBytesReader(w, r.Body, maxBodySize)
 	}
 	return out
 }
@@ -59,10 +59,10 @@ func (h *Handler) outgoingRequest(w http.ResponseWriter, r *http.Request, host s
 // through RawPath, which Go writes verbatim whenever it is a valid
 // encoding; only a path that both begins with "//" and holds such a
 // byte is re-escaped.
-func (h *Handler) originURL(in *url.URL) *url.URL {
+func (p *originProxy) originURL(in *url.URL) *url.URL {
 	u := &url.URL{
-		Scheme:     h.origin.Scheme,
-		Host:       h.origin.Host,
+		Scheme:     p.url.Scheme,
+		Host:       p.url.Host,
 		RawQuery:   in.RawQuery,
 		ForceQuery: in.ForceQuery,
 	}
@@ -97,7 +97,7 @@ func requestTarget(u *url.URL) string {
 // end-to-end fields with their values in order, plus X-Forwarded-For,
 // X-Forwarded-Proto and X-Forwarded-Host. Nothing else is added; in
 // particular no User-Agent, Accept-Encoding or Via.
-func (h *Handler) outgoingHeader(r *http.Request, host string) http.Header {
+func outgoingHeader(r *http.Request, host string) http.Header {
 	out := make(http.Header, len(r.Header)+3)
 	for name, values := range r.Header {
 		out[name] = values

@@ -34,7 +34,7 @@ func TestCanonicalHost(t *testing.T) {
 // server parsed, byte for byte.
 func TestOriginURLKeepsRequestTarget(t *testing.T) {
 	origin, _ := url.Parse("https://origin.example")
-	h := &Handler{origin: origin}
+	p := &originProxy{url: origin}
 	for _, target := range []string{
 		"/",
 		"/p/a|b/x%2Fy",
@@ -57,7 +57,7 @@ func TestOriginURLKeepsRequestTarget(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", target, err)
 		}
-		got := h.originURL(in).RequestURI()
+		got := p.originURL(in).RequestURI()
 		if got != target {
 			t.Errorf("request-target %q written as %q", target, got)
 		}

@@ -5,18 +5,15 @@
 package linktrack
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"go.uber.org/zap"
 )
 
 func init() {
@@ -87,11 +84,9 @@ type Handler struct {
 
 	origin    *url.URL
 	region    string
-	transport *reverseproxy.HTTPTransport
+	proxy     *originProxy
 	httpsPort int
 	appLinks  *appLinkFiles
-	bufPool   *sync.Pool
-	logger    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -117,19 +112,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("max_body_size must be positive, got %d", h.MaxBodySize)
 	}
 
-	transport, err := h.transportWithDefaults()
+	h.proxy, err = newOriginProxy(ctx, h.origin, h.providerLabel(), h.region, h.Transport)
 	if err != nil {
 		return err
 	}
-	rawTransport, err := json.Marshal(transport)
-	if err != nil {
-		return fmt.Errorf("encoding transport: %v", err)
-	}
-	mod, err := ctx.LoadModuleByID("http.reverse_proxy.transport.http", rawTransport)
-	if err != nil {
-		return fmt.Errorf("loading transport: %v", err)
-	}
-	h.transport = mod.(*reverseproxy.HTTPTransport)
 
 	if h.AppLinks != nil {
 		h.appLinks, err = h.AppLinks.load()
@@ -144,16 +130,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.httpsPort = port
 		}
 	}
-
-	h.bufPool = &sync.Pool{New: func() any {
-		b := make([]byte, 32*1024)
-		return &b
-	}}
-	h.logger = ctx.Logger().With(
-		zap.String("provider", h.providerLabel()),
-		zap.String("region", h.region),
-		zap.String("origin", h.origin.String()),
-	)
 	return nil
 }
 
@@ -176,45 +152,6 @@ func (h *Handler) resolveOrigin() (*url.URL, string, error) {
 	}
 }
 
-// transportWithDefaults returns a copy of the configured transport with
-// linktrack's defaults applied to every option the user left unset.
-func (h *Handler) transportWithDefaults() (*reverseproxy.HTTPTransport, error) {
-	t := new(reverseproxy.HTTPTransport)
-	if h.Transport != nil {
-		*t = *h.Transport
-	}
-	if len(t.Versions) == 0 {
-		t.Versions = []string{"1.1"}
-	}
-	if t.Compression == nil {
-		off := false
-		t.Compression = &off
-	}
-	if t.KeepAlive == nil {
-		t.KeepAlive = new(reverseproxy.KeepAlive)
-	} else {
-		ka := *t.KeepAlive
-		t.KeepAlive = &ka
-	}
-	if t.KeepAlive.MaxIdleConnsPerHost == 0 {
-		t.KeepAlive.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
-	}
-	if t.ResponseHeaderTimeout == 0 {
-		t.ResponseHeaderTimeout = caddy.Duration(DefaultResponseHeaderTimeout)
-	}
-	switch h.origin.Scheme {
-	case "https":
-		if t.TLS == nil {
-			t.TLS = new(reverseproxy.TLSConfig)
-		}
-	case "http":
-		if t.TLS != nil {
-			return nil, fmt.Errorf("transport TLS options are set, but origin '%s' speaks plain HTTP", h.origin)
-		}
-	}
-	return t, nil
-}
-
 // providerLabel names the provider in logs: the catalog name, or
 // "upstream" for an explicit origin.
 func (h *Handler) providerLabel() string {
@@ -227,7 +164,7 @@ func (h *Handler) providerLabel() string {
 // Cleanup releases the handler's resources. The transport is a module
 // loaded through the Caddy context, which cleans it up itself.
 func (h *Handler) Cleanup() error {
-	h.transport = nil
+	h.proxy = nil
 	h.appLinks = nil
 	return nil
 }
@@ -253,12 +190,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes exceeds max_body_size %d", r.ContentLength, h.MaxBodySize))
 	}
-
-	res, err := h.transport.RoundTrip(h.outgoingRequest(w, r, host))
-	if err != nil {
-		return h.failure(r, host, err)
-	}
-	return h.writeResponse(w, res)
+	return h.proxy.forward(w, r, host, h.MaxBodySize)
 }
 
 // redirectToHTTPS answers a plain-HTTP request with a permanent redirect

@@ -13,7 +13,7 @@ import (
 // status, end-to-end headers (Location and Set-Cookie included), body
 // bytes and trailers. Redirects are never followed; nothing is cached
 // or decompressed. Caddy's own Server header gives way to the origin's.
-func (h *Handler) writeResponse(w http.ResponseWriter, res *http.Response) error {
+func (p *originProxy) writeResponse(w http.ResponseWriter, res *http.Response) error {
 	defer res.Body.Close()
 
 	header := w.Header()
@@ -37,8 +37,8 @@ func (h *Handler) writeResponse(w http.ResponseWriter, res *http.Response) error
 
 	// flush as data arrives when the origin streams a body of unknown
 	// length; otherwise let the server buffer small bodies
-	if err := h.copyBody(w, res.Body, res.ContentLength < 0); err != nil {
-		if c := h.logger.Check(zap.WarnLevel, "aborting incomplete response from origin"); c != nil {
+	if err := p.copyBody(w, res.Body, res.ContentLength < 0); err != nil {
+		if c := p.logger.Check(zap.WarnLevel, "aborting incomplete response from origin"); c != nil {
 			c.Write(zap.Error(err))
 		}
 		// headers are out: the only honest signal left is to abort
@@ -53,9 +53,9 @@ func (h *Handler) writeResponse(w http.ResponseWriter, res *http.Response) error
 }
 
 // copyBody streams src to w with a pooled buffer.
-func (h *Handler) copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
-	bufp := h.bufPool.Get().(*[]byte)
-	defer h.bufPool.Put(bufp)
+func (p *originProxy) copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
+	bufp := p.bufPool.Get().(*[]byte)
+	defer p.bufPool.Put(bufp)
 	buf := *bufp
 
 	var rc *http.ResponseController

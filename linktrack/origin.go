@@ -1,0 +1,103 @@
+package linktrack
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+)
+
+// originProxy forwards requests to one tracking origin. There is one per
+// distinct origin, shared by every site or tenant that uses it, so they
+// share its keep-alive pool too.
+type originProxy struct {
+	url       *url.URL
+	transport *reverseproxy.HTTPTransport
+	bufPool   *sync.Pool
+	logger    *zap.Logger
+}
+
+// newOriginProxy loads Caddy's http transport for the origin, with
+// linktrack's defaults applied to the options left unset, and a logger
+// that names provider, region and origin.
+func newOriginProxy(ctx caddy.Context, origin *url.URL, provider, region string, configured *reverseproxy.HTTPTransport) (*originProxy, error) {
+	transport, err := transportWithDefaults(origin, configured)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(transport)
+	if err != nil {
+		return nil, fmt.Errorf("encoding transport: %v", err)
+	}
+	mod, err := ctx.LoadModuleByID("http.reverse_proxy.transport.http", raw)
+	if err != nil {
+		return nil, fmt.Errorf("loading transport: %v", err)
+	}
+	return &originProxy{
+		url:       origin,
+		transport: mod.(*reverseproxy.HTTPTransport),
+		bufPool: &sync.Pool{New: func() any {
+			b := make([]byte, 32*1024)
+			return &b
+		}},
+		logger: ctx.Logger().With(
+			zap.String("provider", provider),
+			zap.String("region", region),
+			zap.String("origin", origin.String()),
+		),
+	}, nil
+}
+
+// transportWithDefaults returns a copy of the configured transport with
+// linktrack's defaults applied to every option the user left unset.
+func transportWithDefaults(origin *url.URL, configured *reverseproxy.HTTPTransport) (*reverseproxy.HTTPTransport, error) {
+	t := new(reverseproxy.HTTPTransport)
+	if configured != nil {
+		*t = *configured
+	}
+	if len(t.Versions) == 0 {
+		t.Versions = []string{"1.1"}
+	}
+	if t.Compression == nil {
+		off := false
+		t.Compression = &off
+	}
+	if t.KeepAlive == nil {
+		t.KeepAlive = new(reverseproxy.KeepAlive)
+	} else {
+		ka := *t.KeepAlive
+		t.KeepAlive = &ka
+	}
+	if t.KeepAlive.MaxIdleConnsPerHost == 0 {
+		t.KeepAlive.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if t.ResponseHeaderTimeout == 0 {
+		t.ResponseHeaderTimeout = caddy.Duration(DefaultResponseHeaderTimeout)
+	}
+	switch origin.Scheme {
+	case "https":
+		if t.TLS == nil {
+			t.TLS = new(reverseproxy.TLSConfig)
+		}
+	case "http":
+		if t.TLS != nil {
+			return nil, fmt.Errorf("transport TLS options are set, but origin '%s' speaks plain HTTP", origin)
+		}
+	}
+	return t, nil
+}
+
+// forward sends the request to the origin with Host set to the tracking
+// domain host, and copies the origin's response back unchanged.
+func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host string, maxBodySize int64) error {
+	res, err := p.transport.RoundTrip(p.outgoingRequest(w, r, host, maxBodySize))
+	if err != nil {
+		return p.failure(r, host, err)
+	}
+	return p.writeResponse(w, res)
+}
