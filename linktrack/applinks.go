@@ -27,11 +27,12 @@ type AppLinks struct {
 // appLinkFiles holds the loaded files by request path.
 type appLinkFiles struct {
 	byPath map[string][]byte
+	config *AppLinks
 }
 
 // load reads and checks the configured files.
 func (a *AppLinks) load() (*appLinkFiles, error) {
-	files := &appLinkFiles{byPath: make(map[string][]byte)}
+	files := &appLinkFiles{byPath: make(map[string][]byte), config: a}
 	if a.AppleAppSiteAssociation != "" {
 		body, err := readJSONFile("apple_app_site_association", a.AppleAppSiteAssociation)
 		if err != nil {

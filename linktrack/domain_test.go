@@ -1,0 +1,47 @@
+package linktrack
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCanonicalDomain(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, wantErr string
+	}{
+		{in: "click.brand-a.com", want: "click.brand-a.com"},
+		{in: "Click.Brand-A.COM.", want: "click.brand-a.com"},
+		{in: "  links.example.org ", want: "links.example.org"},
+		{in: "klick.bücher.example", want: "klick.xn--bcher-kva.example"},
+		{in: "KLICK.BÜCHER.EXAMPLE", want: "klick.xn--bcher-kva.example"},
+		{in: "klick.xn--bcher-kva.example", want: "klick.xn--bcher-kva.example"},
+		{in: "*.clicks.example.com", want: "*.clicks.example.com"},
+		{in: "*.Clicks.Example.com.", want: "*.clicks.example.com"},
+		{in: "", wantErr: "empty"},
+		{in: "203.0.113.7", wantErr: "IP address"},
+		{in: "[2001:db8::1]", wantErr: "IP address"},
+		{in: "2001:db8::1", wantErr: "IP address"},
+		{in: "localhost", wantErr: "single label"},
+		{in: "*.com", wantErr: "single label"},
+		{in: "a.*.example.com", wantErr: "whole leading label"},
+		{in: "*example.com", wantErr: "whole leading label"},
+		{in: "**.example.com", wantErr: "whole leading label"},
+		{in: "link.example.com:443", wantErr: "no scheme, port or path"},
+		{in: "https://link.example.com", wantErr: "no scheme, port or path"},
+		{in: "link.example.com/x", wantErr: "no scheme, port or path"},
+		{in: "bad_name.example.com", wantErr: "not a valid domain name"},
+		{in: "-lead.example.com", wantErr: "not a valid domain name"},
+		{in: strings.Repeat("a", 64) + ".example.com", wantErr: "not a valid domain name"},
+	} {
+		got, err := CanonicalDomain(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("CanonicalDomain(%q) = %q, %v; want an error containing %q", tc.in, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("CanonicalDomain(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
