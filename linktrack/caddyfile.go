@@ -26,7 +26,9 @@ import (
 //	}
 //
 // Transport subdirectives are parsed by Caddy's own http transport, so
-// they take exactly the arguments they take under reverse_proxy.
+// they take exactly the arguments they take under reverse_proxy. Without
+// a provider or an upstream, the handler serves the tenant registry of
+// the linktrack app (the global `linktrack` option).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 
@@ -130,9 +132,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 	if h.Provider != "" && h.Upstream != "" {
 		return d.Err("provider and upstream are mutually exclusive")
-	}
-	if h.Provider == "" && h.Upstream == "" {
-		return d.Err("a provider or an upstream is required")
 	}
 	if h.Provider != "" {
 		if _, _, err := LookupOrigin(h.Provider, h.Region); err != nil {

@@ -49,7 +49,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}`,
 			want: `{"upstream":"https://127.0.0.1:9443","transport":{"tls":{"ca":{"pem_files":["/etc/ca.pem"],"provider":"file"},"server_name":"track.esp.example"}}}`,
 		},
-		{name: "no provider", input: `linktrack`, wantErr: "a provider or an upstream is required"},
+		{name: "registry mode", input: `linktrack`, want: `{}`},
 		{name: "too many args", input: `linktrack ses eu-west-1 extra`, wantErr: "wrong argument count"},
 		{name: "unknown provider", input: `linktrack postmark`, wantErr: "unknown provider 'postmark'; valid providers: customerio, iterable, mailgun, sendgrid, ses, sparkpost"},
 		{name: "unknown region", input: `linktrack iterable ap`, wantErr: "unknown region 'ap' for provider 'iterable'; valid regions: eu, us"},

@@ -28,14 +28,17 @@ const (
 )
 
 // Handler proxies tracking requests to an email provider's tracking
-// origin. The Host sent to the origin is the tracking domain the client
+// origin. With a provider or an upstream, it serves one origin for
+// whatever domains its site matches. With neither, it serves the tenant
+// registry of the linktrack app: the request's Host selects the tenant,
+// and an unknown Host is answered 421 without dialing any origin. The Host sent to the origin is the tracking domain the client
 // asked for (lowercase, without port or trailing dot), while the TLS
 // connection to the origin uses the origin's own name for SNI and
 // certificate verification. The request-target, every end-to-end
 // header and the body are forwarded unchanged; the origin's response
 // comes back unchanged, redirects included.
 //
-// Exactly one of provider or upstream must be set.
+// At most one of provider and upstream may be set.
 type Handler struct {
 	// The email provider whose tracking origin receives the requests:
 	// customerio, iterable, mailgun, sendgrid, ses or sparkpost (the
@@ -85,6 +88,7 @@ type Handler struct {
 	origin    *url.URL
 	region    string
 	proxy     *originProxy
+	app       *App // registry mode
 	httpsPort int
 	appLinks  *appLinkFiles
 }
@@ -100,28 +104,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the handler: it resolves the origin, loads the
 // origin transport with linktrack's defaults and reads app-link files.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	var err error
-	h.origin, h.region, err = h.resolveOrigin()
-	if err != nil {
-		return err
-	}
 	if h.MaxBodySize == 0 {
 		h.MaxBodySize = DefaultMaxBodySize
 	}
 	if h.MaxBodySize < 0 {
 		return fmt.Errorf("max_body_size must be positive, got %d", h.MaxBodySize)
-	}
-
-	h.proxy, err = newOriginProxy(ctx, h.origin, h.providerLabel(), h.region, h.Transport)
-	if err != nil {
-		return err
-	}
-
-	if h.AppLinks != nil {
-		h.appLinks, err = h.AppLinks.load()
-		if err != nil {
-			return err
-		}
 	}
 
 	h.httpsPort = caddyhttp.DefaultHTTPSPort
@@ -130,6 +117,44 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.httpsPort = port
 		}
 	}
+
+	if h.Provider == "" && h.Upstream == "" {
+		return h.provisionRegistryMode(ctx)
+	}
+	var err error
+	h.origin, h.region, err = h.resolveOrigin()
+	if err != nil {
+		return err
+	}
+	h.proxy, err = newOriginProxy(ctx, h.origin, h.providerLabel(), h.region, h.Transport)
+	if err != nil {
+		return err
+	}
+	if h.AppLinks != nil {
+		h.appLinks, err = h.AppLinks.load()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// provisionRegistryMode connects the handler to the linktrack app's
+// tenant registry.
+func (h *Handler) provisionRegistryMode(ctx caddy.Context) error {
+	switch {
+	case h.Region != "":
+		return errors.New("region is set, but without a provider or upstream the handler serves the tenant registry; set regions per tenant")
+	case h.Transport != nil:
+		return errors.New("transport is set, but without a provider or upstream the handler serves the tenant registry; set transports per named origin")
+	case h.AppLinks != nil:
+		return errors.New("app_links is set, but without a provider or upstream the handler serves the tenant registry; set app_links per tenant")
+	}
+	app, err := ctx.AppIfConfigured("linktrack")
+	if err != nil {
+		return fmt.Errorf("without a provider or upstream the handler serves the tenant registry of the linktrack app: %v", err)
+	}
+	h.app = app.(*App)
 	return nil
 }
 
@@ -141,14 +166,12 @@ func (h *Handler) resolveOrigin() (*url.URL, string, error) {
 		return nil, "", errors.New("provider and upstream are mutually exclusive; set one")
 	case h.Provider != "":
 		return LookupOrigin(h.Provider, h.Region)
-	case h.Upstream != "":
+	default:
 		if h.Region != "" {
 			return nil, "", fmt.Errorf("region '%s' given without a provider; upstream takes no region", h.Region)
 		}
 		u, err := ParseUpstream(h.Upstream)
 		return u, "", err
-	default:
-		return nil, "", errors.New("a provider or an upstream is required")
 	}
 }
 
@@ -183,14 +206,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.redirectToHTTPS(w, r, host)
 		return nil
 	}
-	if h.appLinks != nil && h.appLinks.serve(w, r) {
+	proxy, appLinks := h.proxy, h.appLinks
+	if h.app != nil {
+		e, err := h.tenant(r, host)
+		if err != nil {
+			return err
+		}
+		proxy, appLinks = e.route.proxy, e.appLinks
+	}
+	if appLinks != nil && appLinks.serve(w, r) {
 		return nil
 	}
 	if r.ContentLength > h.MaxBodySize {
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes exceeds max_body_size %d", r.ContentLength, h.MaxBodySize))
 	}
-	return h.proxy.forward(w, r, host, h.MaxBodySize)
+	return proxy.forward(w, r, host, h.MaxBodySize)
+}
+
+// tenant returns the registry entry for the request's host. An unknown
+// host, or a TLS connection whose SNI names another tenant than the
+// Host, gets 421: one tenant's certificate never fronts another tenant.
+func (h *Handler) tenant(r *http.Request, host string) (entry, error) {
+	s := h.app.snapshot()
+	key, e, ok := s.match(host)
+	if !ok {
+		return entry{}, caddyhttp.Error(http.StatusMisdirectedRequest, fmt.Errorf("no tenant for host '%s'", host))
+	}
+	if r.TLS != nil {
+		sni, _ := CanonicalHost(r.TLS.ServerName)
+		if sni != host {
+			if sniKey, _, ok := s.match(sni); !ok || sniKey != key {
+				return entry{}, caddyhttp.Error(http.StatusMisdirectedRequest,
+					fmt.Errorf("TLS server name '%s' and Host '%s' name different tenants", r.TLS.ServerName, host))
+			}
+		}
+	}
+	return e, nil
 }
 
 // redirectToHTTPS answers a plain-HTTP request with a permanent redirect

@@ -130,15 +130,28 @@ func newEntry(t Tenant, resolve routeResolver) (string, entry, error) {
 // lookup finds the entry for a canonical host: an exact domain first,
 // then a wildcard one label above it.
 func (s *snapshot) lookup(host string) (entry, bool) {
+	_, e, ok := s.match(host)
+	return e, ok
+}
+
+// match is lookup that also returns the tenant matched: the exact domain,
+// or "*." and the domain below the wildcard.
+func (s *snapshot) match(host string) (tenantKey, entry, bool) {
 	if e, ok := s.exact[host]; ok {
-		return e, true
+		return tenantKey{domain: host}, e, true
 	}
 	if i := strings.IndexByte(host, '.'); i > 0 {
 		if e, ok := s.wildcards[host[i+1:]]; ok {
-			return e, true
+			return tenantKey{domain: host[i+1:], wildcard: true}, e, true
 		}
 	}
-	return entry{}, false
+	return tenantKey{}, entry{}, false
+}
+
+// tenantKey identifies a registered tenant without allocating.
+type tenantKey struct {
+	domain   string
+	wildcard bool
 }
 
 // len returns the number of registered domains.

@@ -1,0 +1,228 @@
+package linktrack
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// DefaultFileCheckInterval is how often the tenants file is checked for
+// changes when file_check_interval is not set.
+const DefaultFileCheckInterval = 2 * time.Second
+
+// App is the linktrack app. It owns the tenant registry that the
+// linktrack handler (without a provider), the tls.permission.linktrack
+// module and the admin API all see. Tenants come from inline config and
+// from a tenants file that is reloaded when it changes; an invalid file
+// never replaces the registry in use.
+type App struct {
+	// Named custom origins, usable wherever a provider name can be.
+	Origins map[string]*NamedOrigin `json:"origins,omitempty"`
+
+	// Tenants configured inline.
+	Tenants []Tenant `json:"tenants,omitempty"`
+
+	// A JSON file of tenants: `{"tenants": [{"domain": ..., "provider":
+	// ..., "region": ..., "origin": ..., "app_links": {...}}]}`. It is
+	// reloaded when it changes. Default: none.
+	TenantsFile string `json:"tenants_file,omitempty"`
+
+	// How often the tenants file is checked for changes. Default: `2s`.
+	FileCheckInterval caddy.Duration `json:"file_check_interval,omitempty"`
+
+	ctx      caddy.Context
+	logger   *zap.Logger
+	registry *atomic.Pointer[snapshot]
+	metrics  *appMetrics
+
+	routesMu *sync.Mutex
+	routes   map[string]*route
+
+	file     *tenantsFile
+	stop     chan struct{}
+	stopped  *sync.WaitGroup
+	reloadMu *sync.Mutex // serializes registry rebuilds
+}
+
+// NamedOrigin is a custom tracking origin defined once and used by name.
+type NamedOrigin struct {
+	// The origin's URL: a scheme (https or http), a host and an optional
+	// port. REQUIRED.
+	Upstream string `json:"upstream"`
+
+	// How to reach the origin, as for the handler's transport.
+	// Default: linktrack's transport defaults.
+	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "linktrack",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// originName is the form of an origin's name: it must not be mistaken
+// for anything else in a tenant entry.
+var originName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Provision sets up the named origins and builds the first registry.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.registry = new(atomic.Pointer[snapshot])
+	a.routesMu, a.reloadMu, a.stopped = new(sync.Mutex), new(sync.Mutex), new(sync.WaitGroup)
+	a.routes = make(map[string]*route)
+	a.stop = make(chan struct{})
+	if a.FileCheckInterval == 0 {
+		a.FileCheckInterval = caddy.Duration(DefaultFileCheckInterval)
+	}
+	if a.FileCheckInterval < 0 {
+		return fmt.Errorf("file_check_interval must be positive")
+	}
+	var err error
+	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+
+	for name, o := range a.Origins {
+		if !originName.MatchString(name) {
+			return fmt.Errorf("origins: name '%s' must be lowercase letters, digits, '-' and '_'", name)
+		}
+		if _, isProvider := LookupProvider(name); isProvider {
+			return fmt.Errorf("origins: name '%s' is a provider's name; choose another", name)
+		}
+		if o == nil {
+			return fmt.Errorf("origins: '%s' is empty", name)
+		}
+		u, err := ParseUpstream(o.Upstream)
+		if err != nil {
+			return fmt.Errorf("origins: '%s': %v", name, err)
+		}
+		proxy, err := newOriginProxy(ctx, u, "origin:"+name, "", o.Transport)
+		if err != nil {
+			return fmt.Errorf("origins: '%s': %v", name, err)
+		}
+		a.routes[originRouteKey(name)] = &route{origin: name, proxy: proxy}
+	}
+
+	if a.TenantsFile != "" {
+		a.file = &tenantsFile{path: a.TenantsFile}
+		if _, err := a.file.read(); err != nil {
+			return fmt.Errorf("tenants_file: %v", err)
+		}
+	}
+	s, err := a.build()
+	if err != nil {
+		return err
+	}
+	a.swap(s, "config")
+	return nil
+}
+
+// Start starts watching the tenants file.
+func (a *App) Start() error {
+	if a.file != nil {
+		a.stopped.Add(1)
+		go a.watchFile()
+	}
+	return nil
+}
+
+// Stop stops the watchers and waits for them.
+func (a *App) Stop() error {
+	close(a.stop)
+	a.stopped.Wait()
+	return nil
+}
+
+// Cleanup releases the registry. The origins' transports are modules
+// loaded through the Caddy context, which cleans them up itself.
+func (a *App) Cleanup() error {
+	if a.registry != nil {
+		a.registry.Store(nil)
+	}
+	return nil
+}
+
+// snapshot returns the registry in use.
+func (a *App) snapshot() *snapshot {
+	return a.registry.Load()
+}
+
+// build builds a registry from every source as it stands.
+func (a *App) build() (*snapshot, error) {
+	sources := []tenantSource{{name: "config", tenants: a.Tenants}}
+	if a.file != nil {
+		sources = append(sources, tenantSource{name: "tenants_file " + a.file.path, tenants: a.file.tenants})
+	}
+	return buildSnapshot(sources, a.resolveRoute)
+}
+
+// swap makes s the registry in use.
+func (a *App) swap(s *snapshot, cause string) {
+	a.registry.Store(s)
+	a.metrics.tenants.WithLabelValues().Set(float64(s.len()))
+	a.logger.Info("tenant registry loaded", zap.Int("tenants", s.len()), zap.String("cause", cause))
+}
+
+// resolveRoute returns the shared route of a tenant, creating the origin
+// proxy of a provider and region on first use.
+func (a *App) resolveRoute(t Tenant) (*route, error) {
+	switch {
+	case t.Provider != "" && t.Origin != "":
+		return nil, errors.New("provider and origin are mutually exclusive; set one")
+	case t.Origin != "":
+		if t.Region != "" {
+			return nil, fmt.Errorf("region: origin '%s' takes no region", t.Origin)
+		}
+		a.routesMu.Lock()
+		defer a.routesMu.Unlock()
+		r, ok := a.routes[originRouteKey(t.Origin)]
+		if !ok {
+			return nil, fmt.Errorf("origin: no origin named '%s' in the linktrack app's origins", t.Origin)
+		}
+		return r, nil
+	case t.Provider != "":
+		origin, region, err := LookupOrigin(t.Provider, t.Region)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %v", err)
+		}
+		key := t.Provider + " " + region
+		a.routesMu.Lock()
+		defer a.routesMu.Unlock()
+		if r, ok := a.routes[key]; ok {
+			return r, nil
+		}
+		proxy, err := newOriginProxy(a.ctx, origin, t.Provider, region, nil)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %v", err)
+		}
+		r := &route{provider: t.Provider, region: region, proxy: proxy}
+		a.routes[key] = r
+		return r, nil
+	default:
+		return nil, errors.New("provider or origin is required")
+	}
+}
+
+func originRouteKey(name string) string { return "origin " + name }
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)
