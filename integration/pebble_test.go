@@ -197,6 +197,19 @@ func (ca *acmeCA) waitReady(t testing.TB) {
 	t.Fatalf("pebble never served its directory:\n%s", strings.Join(ca.pebbleLines, "\n"))
 }
 
+// orders counts the ACME orders Pebble has received.
+func (ca *acmeCA) orders() int {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	n := 0
+	for _, line := range ca.pebbleLines {
+		if strings.Contains(line, "Added order") {
+			n++
+		}
+	}
+	return n
+}
+
 func (ca *acmeCA) client() *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.minicaPool}}}
 }

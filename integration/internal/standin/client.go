@@ -16,10 +16,14 @@ import (
 )
 
 const (
-	dialTimeout     = 10 * time.Second
-	continueTimeout = 5 * time.Second  // longest wait for "100 Continue"
-	writeTimeout    = 10 * time.Second // bounds WriteRaw
-	maxInterim      = 32               // 1xx responses accepted before a final one
+	dialTimeout = 10 * time.Second
+	// clientHandshakeTimeout bounds a client's TLS handshake. It is long
+	// because a server with on-demand TLS may obtain a certificate during
+	// the handshake; Caddy allows that up to 180s.
+	clientHandshakeTimeout = 3 * time.Minute
+	continueTimeout        = 5 * time.Second  // longest wait for "100 Continue"
+	writeTimeout           = 10 * time.Second // bounds WriteRaw
+	maxInterim             = 32               // 1xx responses accepted before a final one
 )
 
 // ErrNoContinue is returned by RawClient.Do, wrapped, when a request with
@@ -89,7 +93,7 @@ func DialRaw(addr string, tlsConfig *tls.Config) (*RawClient, error) {
 			cfg.ServerName = host
 		}
 		tc := tls.Client(conn, cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), clientHandshakeTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {

@@ -1,0 +1,169 @@
+package linktrack
+
+import (
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// UnmarshalCaddyfile sets up the app from the global `linktrack` option.
+// Syntax:
+//
+//	linktrack {
+//		origin <name> <url> {
+//			# any subdirective of reverse_proxy's `transport http`
+//		}
+//		tenant <domain> <provider-or-origin> [<region>] {
+//			apple_app_site_association <file>
+//			assetlinks <file>
+//		}
+//		tenants_file <path>
+//		file_check_interval <duration>
+//	}
+//
+// A tenant's second argument names an origin defined by `origin` if
+// there is one by that name, else a provider of the catalog.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	type pendingTenant struct {
+		Tenant
+		name string
+		at   caddyfile.Token
+	}
+	var pending []pendingTenant
+
+	d.Next() // consume option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "origin":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			name, upstream := args[0], args[1]
+			if !originName.MatchString(name) {
+				return d.Errf("origin name '%s' must be lowercase letters, digits, '-' and '_'", name)
+			}
+			if _, isProvider := LookupProvider(name); isProvider {
+				return d.Errf("origin name '%s' is a provider's name; choose another", name)
+			}
+			if _, dup := a.Origins[name]; dup {
+				return d.Errf("origin '%s' already defined", name)
+			}
+			if _, err := ParseUpstream(upstream); err != nil {
+				return d.WrapErr(err)
+			}
+			origin := &NamedOrigin{Upstream: upstream}
+			var tokens []caddyfile.Token
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				tokens = append(tokens, d.NextSegment()...)
+			}
+			if len(tokens) > 0 {
+				origin.Transport = new(reverseproxy.HTTPTransport)
+				if err := origin.Transport.UnmarshalCaddyfile(transportDispenser(tokens)); err != nil {
+					return err
+				}
+			}
+			if a.Origins == nil {
+				a.Origins = make(map[string]*NamedOrigin)
+			}
+			a.Origins[name] = origin
+
+		case "tenant":
+			at := d.Token()
+			args := d.RemainingArgs()
+			if len(args) < 2 || len(args) > 3 {
+				return d.ArgErr()
+			}
+			domain, err := CanonicalDomain(args[0])
+			if err != nil {
+				return d.WrapErr(err)
+			}
+			t := pendingTenant{Tenant: Tenant{Domain: domain}, name: args[1], at: at}
+			if len(args) == 3 {
+				t.Region = args[2]
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				field := d.Val()
+				if field != "apple_app_site_association" && field != "assetlinks" {
+					return d.Errf("unrecognized tenant subdirective '%s'", field)
+				}
+				if !d.NextArg() {
+					return d.ArgErr()
+				}
+				if t.AppLinks == nil {
+					t.AppLinks = new(AppLinks)
+				}
+				if field == "assetlinks" {
+					t.AppLinks.AssetLinks = d.Val()
+				} else {
+					t.AppLinks.AppleAppSiteAssociation = d.Val()
+				}
+				if d.NextArg() {
+					return d.ArgErr()
+				}
+			}
+			pending = append(pending, t)
+
+		case "tenants_file":
+			if a.TenantsFile != "" {
+				return d.Err("tenants_file already specified")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.TenantsFile = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "file_check_interval":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			interval, err := caddy.ParseDuration(d.Val())
+			if err != nil || interval <= 0 {
+				return d.Errf("invalid file_check_interval '%s': must be a positive duration", d.Val())
+			}
+			a.FileCheckInterval = caddy.Duration(interval)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		default:
+			return d.Errf("unrecognized subdirective '%s'", d.Val())
+		}
+	}
+
+	// origins may be defined after the tenants that use them
+	seen := make(map[string]caddyfile.Token)
+	for _, t := range pending {
+		fail := func(format string, args ...any) error {
+			return fmt.Errorf("%s, at %s:%d", fmt.Sprintf(format, args...), t.at.File, t.at.Line)
+		}
+		if prior, dup := seen[t.Domain]; dup {
+			return fail("tenant '%s' already defined at %s:%d", t.Domain, prior.File, prior.Line)
+		}
+		seen[t.Domain] = t.at
+		if _, isOrigin := a.Origins[t.name]; isOrigin {
+			if t.Region != "" {
+				return fail("tenant '%s': origin '%s' takes no region", t.Domain, t.name)
+			}
+			t.Origin = t.name
+		} else {
+			if _, _, err := LookupOrigin(t.name, t.Region); err != nil {
+				return fail("tenant '%s': %v (or define an origin named '%s')", t.Domain, err, t.name)
+			}
+			t.Provider = t.name
+		}
+		a.Tenants = append(a.Tenants, t.Tenant)
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*App)(nil)
