@@ -10,7 +10,8 @@ import (
 
 // TestReadmeJSON validates every JSON block of the README with the
 // built Caddy: a whole config as it stands, a lone handler inside a
-// minimal site.
+// minimal site, a tenants file as the tenants_file of an app that
+// defines the origin esp.
 func TestReadmeJSON(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
@@ -26,13 +27,24 @@ func TestReadmeJSON(t *testing.T) {
 			t.Errorf("README JSON block %d does not parse: %v", i+1, err)
 			continue
 		}
+		dir := t.TempDir()
+		if doc["tenants"] != nil {
+			tenantsFile := filepath.Join(dir, "tenants.json")
+			if err := os.WriteFile(tenantsFile, block[1], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			doc = map[string]any{"apps": map[string]any{"linktrack": map[string]any{
+				"origins":      map[string]any{"esp": map[string]any{"upstream": "https://10.0.0.5"}},
+				"tenants_file": tenantsFile,
+			}}}
+		}
 		if doc["handler"] != nil {
 			doc = map[string]any{"apps": map[string]any{"http": map[string]any{"servers": map[string]any{
 				"srv0": map[string]any{"listen": []string{":443"}, "routes": []any{map[string]any{"handle": []any{doc}}}},
 			}}}}
 		}
 		config, _ := json.Marshal(doc)
-		path := filepath.Join(t.TempDir(), "caddy.json")
+		path := filepath.Join(dir, "caddy.json")
 		if err := os.WriteFile(path, config, 0o600); err != nil {
 			t.Fatal(err)
 		}
