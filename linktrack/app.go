@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
 
@@ -41,6 +42,12 @@ type App struct {
 	// How often the tenants file is checked for changes. Default: `2s`.
 	FileCheckInterval caddy.Duration `json:"file_check_interval,omitempty"`
 
+	// How often the tenants kept in Caddy's storage are re-read. Tenants
+	// added through the admin API are kept there, so that every node
+	// sharing the storage serves them within this interval. Default:
+	// `10s`.
+	StorageRefreshInterval caddy.Duration `json:"storage_refresh_interval,omitempty"`
+
 	ctx      caddy.Context
 	logger   *zap.Logger
 	registry *atomic.Pointer[snapshot]
@@ -50,6 +57,9 @@ type App struct {
 	routes   map[string]*route
 
 	file     *tenantsFile
+	storage  certmagic.Storage
+	stored   storageState
+	certs    *certStates
 	stop     chan struct{}
 	stopped  *sync.WaitGroup
 	reloadMu *sync.Mutex // serializes registry rebuilds
@@ -92,7 +102,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.FileCheckInterval < 0 {
 		return fmt.Errorf("file_check_interval must be positive")
 	}
+	if a.StorageRefreshInterval == 0 {
+		a.StorageRefreshInterval = caddy.Duration(DefaultStorageRefreshInterval)
+	}
+	if a.StorageRefreshInterval < 0 {
+		return fmt.Errorf("storage_refresh_interval must be positive")
+	}
+	a.storage = ctx.Storage()
 	var err error
+	if a.certs, err = watchCertificates(ctx, a); err != nil {
+		return err
+	}
 	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -124,6 +144,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("tenants_file: %v", err)
 		}
 	}
+	if a.stored, err = loadStored(ctx, a.storage); err != nil {
+		return fmt.Errorf("tenants in storage: %v", err)
+	}
 	s, err := a.build()
 	if err != nil {
 		return err
@@ -138,6 +161,8 @@ func (a *App) Start() error {
 		a.stopped.Add(1)
 		go a.watchFile()
 	}
+	a.stopped.Add(1)
+	go a.watchStorage()
 	return nil
 }
 
@@ -164,10 +189,17 @@ func (a *App) snapshot() *snapshot {
 
 // build builds a registry from every source as it stands.
 func (a *App) build() (*snapshot, error) {
+	return a.buildWith(a.stored.tenants)
+}
+
+// buildWith builds a registry from every source, with stored as the
+// tenants kept in storage.
+func (a *App) buildWith(stored []Tenant) (*snapshot, error) {
 	sources := []tenantSource{{name: "config", tenants: a.Tenants}}
 	if a.file != nil {
 		sources = append(sources, tenantSource{name: "tenants_file " + a.file.path, tenants: a.file.tenants})
 	}
+	sources = append(sources, tenantSource{name: "storage", tenants: stored})
 	return buildSnapshot(sources, a.resolveRoute)
 }
 

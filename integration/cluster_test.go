@@ -1,0 +1,198 @@
+package integration
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-linktrack/caddy-linktrack/integration/internal/standin"
+)
+
+// node is one Caddy of a cluster sharing storage.
+type node struct {
+	caddy                          *caddyProcess
+	httpPort, httpsPort, adminPort int
+}
+
+func startNode(t *testing.T, n *node, storage, acmeDir, acmeRoot string, originPort int, caFile string) {
+	t.Helper()
+	n.caddy = startCaddy(t, "caddyfile", fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	http_port %d
+	https_port %d
+	skip_install_trust
+	storage file_system %s
+	acme_ca %s
+	acme_ca_root %s
+	on_demand_tls {
+		permission linktrack
+	}
+	servers {
+		protocols h1 h2
+	}
+	linktrack {
+		origin esp https://localhost:%d {
+			tls_trust_pool file %s
+		}
+	}
+}
+
+https:// {
+	tls {
+		on_demand
+	}
+	linktrack
+}
+
+http:// {
+	linktrack
+}
+`, n.adminPort, n.httpPort, n.httpsPort, storage, acmeDir, acmeRoot, originPort, caFile))
+}
+
+// admin sends a request to the node's admin endpoint.
+func (n *node) admin(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", n.adminPort, path), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(out)
+}
+
+// waitTenants waits until the node has loaded a registry of n tenants
+// from storage.
+func (n *node) waitTenants(t *testing.T, count int) {
+	t.Helper()
+	n.caddy.waitLog(t, "tenant registry loaded", func(e map[string]any) bool {
+		return e["tenants"] == float64(count) && (e["cause"] == "storage" || e["cause"] == "admin_api")
+	})
+}
+
+// TestAdminAPIAndCluster: tenants added through one node's admin API
+// are served by another node that shares the storage, each domain is
+// ordered once, and removed tenants are refused.
+func TestAdminAPIAndCluster(t *testing.T) {
+	dir := t.TempDir()
+	ca, caFile := newTestCA(t, dir)
+	origin := startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response { return redirectResponse() })
+	a, b := &node{}, &node{}
+	for _, n := range []*node{a, b} {
+		n.httpPort, n.httpsPort, n.adminPort = freePort(t), freePort(t), freePort(t)
+	}
+	// Pebble validates against node a; node b's challenges are answered
+	// by node a through the shared storage.
+	acme := startPebble(t, a.httpPort, a.httpsPort)
+	storage := filepath.Join(dir, "shared-storage")
+	startNode(t, a, storage, acme.directory, acme.minicaRoot, origin.Port(), caFile)
+	startNode(t, b, storage, acme.directory, acme.minicaRoot, origin.Port(), caFile)
+	roots := acme.issuingRoots(t)
+
+	// bad input: 400 naming the field, nothing stored
+	for _, tc := range []struct{ path, body, field string }{
+		{"/linktrack/tenants/shop.brand-x.test", `{"provider": "customerio", "region": "ap"}`, "region 'ap'"},
+		{"/linktrack/tenants/shop.brand-x.test", `{"origin": "nope"}`, "origin: no origin named 'nope'"},
+		{"/linktrack/tenants/shop.brand-x.test", `{"origin": "esp", "colour": "red"}`, `unknown field \"colour\"`},
+		{"/linktrack/tenants/shop.brand-x.test", `{"domain": "other.brand-x.test", "origin": "esp"}`, "domain: 'other.brand-x.test' in the body differs"},
+		{"/linktrack/tenants/203.0.113.1", `{"origin": "esp"}`, "domain: '203.0.113.1' is an IP address"},
+		{"/linktrack/tenants/shop.brand-x.test", `{}`, "provider or origin is required"},
+	} {
+		status, body := a.admin(t, "PUT", tc.path, tc.body)
+		if status != 400 || !strings.Contains(body, tc.field) {
+			t.Errorf("PUT %s %s: %d %s; want 400 naming %q", tc.path, tc.body, status, body, tc.field)
+		}
+	}
+
+	// add on node a
+	status, body := a.admin(t, "PUT", "/linktrack/tenants/Shop.Brand-X.test", `{"origin": "esp"}`)
+	if status != 201 || !strings.Contains(body, `"domain":"shop.brand-x.test"`) || !strings.Contains(body, `"source":"storage"`) {
+		t.Fatalf("PUT: %d %s", status, body)
+	}
+	if status, body := a.admin(t, "PUT", "/linktrack/tenants/shop.brand-x.test", `{"origin": "esp"}`); status != 200 {
+		t.Errorf("PUT again: %d %s; want 200", status, body)
+	}
+
+	// node b serves it after its refresh; the certificate is ordered once
+	b.waitTenants(t, 1)
+	click := func(n *node, domain string) (int, error) {
+		c, err := standin.DialRaw(fmt.Sprintf("127.0.0.1:%d", n.httpsPort), &tls.Config{RootCAs: roots, ServerName: domain})
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		res, err := c.Do(standin.RawRequest{Method: "GET", Target: "/ls/click", Host: domain}, 60*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		return res.Status, nil
+	}
+	for _, n := range []*node{b, a} {
+		if status, err := click(n, "shop.brand-x.test"); err != nil || status != 302 {
+			t.Fatalf("click through node on port %d: %v %d", n.httpsPort, err, status)
+		}
+	}
+	if n := acme.orders(); n != 1 {
+		t.Errorf("pebble received %d orders for one domain served by two nodes", n)
+	}
+	rec, err := origin.Next(10 * time.Second)
+	if err != nil || rec.Values("Host")[0] != "shop.brand-x.test" {
+		t.Errorf("origin: %v %v", err, rec)
+	}
+
+	// the tenant's view includes its certificate state
+	status, body = a.admin(t, "GET", "/linktrack/tenants/shop.brand-x.test", "")
+	var view struct {
+		Domain, Origin, Source string
+		Certificate            struct{ Status, NotAfter string } `json:"certificate"`
+	}
+	_ = json.Unmarshal([]byte(body), &view)
+	if status != 200 || view.Origin != "esp" || view.Certificate.Status != "valid" || !strings.Contains(body, `"not_after"`) {
+		t.Errorf("GET tenant: %d %s", status, body)
+	}
+	status, body = b.admin(t, "GET", "/linktrack/tenants", "")
+	if status != 200 || !strings.Contains(body, "shop.brand-x.test") {
+		t.Errorf("GET list on node b: %d %s", status, body)
+	}
+
+	// a removed tenant is refused new requests and new certificates
+	if status, body := a.admin(t, "PUT", "/linktrack/tenants/gone.brand-x.test", `{"provider": "sendgrid"}`); status != 201 {
+		t.Fatalf("PUT gone: %d %s", status, body)
+	}
+	for _, d := range []string{"shop.brand-x.test", "gone.brand-x.test"} {
+		if status, body := a.admin(t, "DELETE", "/linktrack/tenants/"+d, ""); status != 204 {
+			t.Fatalf("DELETE %s: %d %s", d, status, body)
+		}
+	}
+	if status, _ := a.admin(t, "DELETE", "/linktrack/tenants/gone.brand-x.test", ""); status != 404 {
+		t.Errorf("DELETE of a removed tenant: %d, want 404", status)
+	}
+	b.waitTenants(t, 0)
+	ordersBefore, originBefore := acme.orders(), origin.Count()
+	for _, n := range []*node{a, b} {
+		if status, err := click(n, "shop.brand-x.test"); err == nil && status != 421 {
+			t.Errorf("removed tenant through node on port %d: status %d, want 421 (or no handshake)", n.httpsPort, status)
+		}
+		if _, err := click(n, "gone.brand-x.test"); err == nil {
+			t.Errorf("removed tenant without a certificate got one through node on port %d", n.httpsPort)
+		}
+	}
+	if n := acme.orders() - ordersBefore; n != 0 {
+		t.Errorf("removed tenants caused %d orders", n)
+	}
+	if n := origin.Count() - originBefore; n != 0 {
+		t.Errorf("removed tenants reached the origin %d times", n)
+	}
+}

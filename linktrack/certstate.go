@@ -1,0 +1,118 @@
+package linktrack
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/certmagic"
+)
+
+// certificateState is a tenant's certificate as the admin API shows it.
+type certificateState struct {
+	// none, valid, expired, error; per_name for a wildcard tenant,
+	// whose names each get their own certificate.
+	Status   string     `json:"status"`
+	NotAfter *time.Time `json:"not_after,omitempty"`
+	Error    string     `json:"error,omitempty"`
+	FailedAt *time.Time `json:"failed_at,omitempty"`
+}
+
+// certStates remembers the last failure to obtain a certificate for each
+// tenant, from the certificate events Caddy emits.
+type certStates struct {
+	app      *App
+	mu       sync.Mutex
+	failures map[string]certFailure
+}
+
+type certFailure struct {
+	err string
+	at  time.Time
+}
+
+// watchCertificates subscribes to Caddy's certificate events. Event
+// handlers run in the emitter's goroutine, so they only record.
+func watchCertificates(ctx caddy.Context, a *App) (*certStates, error) {
+	c := &certStates{app: a, failures: make(map[string]certFailure)}
+	mod, err := ctx.App("events")
+	if err != nil {
+		return nil, fmt.Errorf("loading events app: %v", err)
+	}
+	events := mod.(*caddyevents.App)
+	for _, name := range []string{"cert_failed", "cert_obtained"} {
+		if err := events.On(name, c); err != nil {
+			return nil, fmt.Errorf("subscribing to %s: %v", name, err)
+		}
+	}
+	return c, nil
+}
+
+// Handle records a failure, or clears it when a certificate arrives.
+// Only tenants are recorded, so the map stays bounded.
+func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
+	name, _ := e.Data["identifier"].(string)
+	if name == "" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch e.Name() {
+	case "cert_obtained":
+		delete(c.failures, name)
+	case "cert_failed":
+		if s := c.app.snapshot(); s != nil {
+			if _, ok := s.lookup(name); ok {
+				c.failures[name] = certFailure{err: fmt.Sprint(e.Data["error"]), at: e.Timestamp()}
+			}
+		}
+	}
+	return nil
+}
+
+// state returns a domain's certificate state: the newest certificate
+// for it in storage, else its last failure, else none.
+func (c *certStates) state(ctx context.Context, domain string) certificateState {
+	if _, wild := cutWildcard(domain); wild {
+		return certificateState{Status: "per_name"}
+	}
+	var newest *x509.Certificate
+	issuers, _ := c.app.storage.List(ctx, "certificates", false)
+	for _, dir := range issuers {
+		raw, err := c.app.storage.Load(ctx, certmagic.StorageKeys.SiteCert(path.Base(dir), domain))
+		if err != nil {
+			continue
+		}
+		block, _ := pem.Decode(raw)
+		if block == nil {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err == nil && (newest == nil || cert.NotAfter.After(newest.NotAfter)) {
+			newest = cert
+		}
+	}
+	if newest != nil {
+		status := "valid"
+		if time.Now().After(newest.NotAfter) {
+			status = "expired"
+		}
+		return certificateState{Status: status, NotAfter: &newest.NotAfter}
+	}
+	c.mu.Lock()
+	failure, failed := c.failures[domain]
+	c.mu.Unlock()
+	if failed {
+		return certificateState{Status: "error", Error: failure.err, FailedAt: &failure.at}
+	}
+	return certificateState{Status: "none"}
+}
+
+// Interface guard
+var _ caddyevents.Handler = (*certStates)(nil)
