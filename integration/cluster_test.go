@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -125,6 +126,11 @@ func TestAdminAPIAndCluster(t *testing.T) {
 		t.Errorf("PUT again: %d %s; want 200", status, body)
 	}
 
+	// before its first click, a tenant has no certificate
+	if status, body := a.admin(t, "GET", "/linktrack/tenants/shop.brand-x.test", ""); status != 200 || !strings.Contains(body, `"certificate":{"status":"none"}`) {
+		t.Errorf("GET tenant before its first click: %d %s", status, body)
+	}
+
 	// node b serves it after its refresh; the certificate is ordered once
 	b.waitTenants(t, 1)
 	click := func(n *node, domain string) (int, error) {
@@ -165,6 +171,27 @@ func TestAdminAPIAndCluster(t *testing.T) {
 	status, body = b.admin(t, "GET", "/linktrack/tenants", "")
 	if status != 200 || !strings.Contains(body, "shop.brand-x.test") {
 		t.Errorf("GET list on node b: %d %s", status, body)
+	}
+
+	// a failed issuance shows as the tenant's certificate error
+	if status, body := a.admin(t, "PUT", "/linktrack/tenants/"+pebbleBlockedDomain, `{"origin": "esp"}`); status != 201 {
+		t.Fatalf("PUT blocked: %d %s", status, body)
+	}
+	// certmagic retries in the background; the first failure is enough
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	if conn, err := tls.DialWithDialer(dialer, "tcp", fmt.Sprintf("127.0.0.1:%d", a.httpsPort), &tls.Config{RootCAs: roots, ServerName: pebbleBlockedDomain}); err == nil {
+		conn.Close()
+		t.Errorf("a domain the CA refuses got a certificate")
+	}
+	a.caddy.waitLog(t, "could not get certificate from issuer", func(e map[string]any) bool {
+		return e["identifier"] == pebbleBlockedDomain
+	})
+	status, body = a.admin(t, "GET", "/linktrack/tenants/"+pebbleBlockedDomain, "")
+	if status != 200 || !strings.Contains(body, `"status":"error"`) || !strings.Contains(body, `"failed_at"`) {
+		t.Errorf("GET tenant after a failed issuance: %d %s", status, body)
+	}
+	if status, body := a.admin(t, "DELETE", "/linktrack/tenants/"+pebbleBlockedDomain, ""); status != 204 {
+		t.Fatalf("DELETE blocked: %d %s", status, body)
 	}
 
 	// a removed tenant is refused new requests and new certificates

@@ -193,6 +193,12 @@ func TestOnDemandTenants(t *testing.T) {
 		t.Errorf("unknown names caused %d origin requests", n)
 	}
 
+	metrics := r.metrics(t)
+	if !strings.Contains(metrics, `caddy_linktrack_certificate_decisions_total{decision="allowed"}`) ||
+		!strings.Contains(metrics, `caddy_linktrack_certificate_decisions_total{decision="denied"}`) {
+		t.Errorf("permission decisions not counted:\n%s", grepLines(metrics, "linktrack"))
+	}
+
 	// an unknown Host is answered locally; SNI and Host must agree
 	for _, tc := range []struct{ sni, host string }{
 		{"", "unknown.brand.test"},                   // plain HTTP

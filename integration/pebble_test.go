@@ -26,6 +26,10 @@ const (
 	challtestsrvPkg = "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv"
 )
 
+// pebbleBlockedDomain is refused by Pebble, so that obtaining its
+// certificate fails.
+const pebbleBlockedDomain = "blocked.brand-x.test"
+
 var (
 	pebbleBuild     sync.Once
 	pebbleBins      string
@@ -99,6 +103,7 @@ func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 		"tlsPort":                 tlsPort,
 		"ocspResponderURL":        "",
 		"keyAlgorithm":            "ecdsa",
+		"domainBlocklist":         []string{pebbleBlockedDomain},
 		"profiles":                map[string]any{"default": map[string]any{"description": "test", "validityPeriod": 7776000}},
 	}}
 	raw, _ := json.Marshal(config)
