@@ -54,7 +54,8 @@ type App struct {
 	metrics  *appMetrics
 
 	routesMu *sync.Mutex
-	routes   map[string]*route
+	routes   map[routeKey]*route
+	resolve  routeResolver // a.resolveRoute, but for tests
 
 	file     *tenantsFile
 	storage  certmagic.Storage
@@ -94,7 +95,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.registry = new(atomic.Pointer[snapshot])
 	a.routesMu, a.reloadMu, a.stopped = new(sync.Mutex), new(sync.Mutex), new(sync.WaitGroup)
-	a.routes = make(map[string]*route)
+	a.routes = make(map[routeKey]*route)
+	a.resolve = a.resolveRoute
 	a.stop = make(chan struct{})
 	if a.FileCheckInterval == 0 {
 		a.FileCheckInterval = caddy.Duration(DefaultFileCheckInterval)
@@ -135,7 +137,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("origins: '%s': %v", name, err)
 		}
-		a.routes[originRouteKey(name)] = &route{origin: name, proxy: proxy}
+		a.routes[routeKey{origin: name}] = &route{origin: name, proxy: proxy}
 	}
 
 	if a.TenantsFile != "" {
@@ -200,7 +202,7 @@ func (a *App) buildWith(stored []Tenant) (*snapshot, error) {
 		sources = append(sources, tenantSource{name: "tenants_file " + a.file.path, tenants: a.file.tenants})
 	}
 	sources = append(sources, tenantSource{name: "storage", tenants: stored})
-	return buildSnapshot(sources, a.resolveRoute)
+	return buildSnapshot(sources, a.resolve)
 }
 
 // swap makes s the registry in use.
@@ -222,27 +224,34 @@ func (a *App) resolveRoute(t Tenant) (*route, error) {
 		}
 		a.routesMu.Lock()
 		defer a.routesMu.Unlock()
-		r, ok := a.routes[originRouteKey(t.Origin)]
+		r, ok := a.routes[routeKey{origin: t.Origin}]
 		if !ok {
 			return nil, fmt.Errorf("origin: no origin named '%s' in the linktrack app's origins", t.Origin)
 		}
 		return r, nil
 	case t.Provider != "":
-		origin, region, err := LookupOrigin(t.Provider, t.Region)
-		if err != nil {
-			return nil, fmt.Errorf("provider: %v", err)
-		}
-		key := t.Provider + " " + region
+		// tenants name few distinct routes: find them without parsing
+		// the origin URL or allocating a key
+		key := routeKey{provider: t.Provider, region: t.Region}
 		a.routesMu.Lock()
 		defer a.routesMu.Unlock()
 		if r, ok := a.routes[key]; ok {
 			return r, nil
 		}
-		proxy, err := newOriginProxy(a.ctx, origin, t.Provider, region, nil)
+		origin, region, err := LookupOrigin(t.Provider, t.Region)
 		if err != nil {
 			return nil, fmt.Errorf("provider: %v", err)
 		}
-		r := &route{provider: t.Provider, region: region, proxy: proxy}
+		canonical := routeKey{provider: t.Provider, region: region}
+		r, ok := a.routes[canonical]
+		if !ok {
+			proxy, err := newOriginProxy(a.ctx, origin, t.Provider, region, nil)
+			if err != nil {
+				return nil, fmt.Errorf("provider: %v", err)
+			}
+			r = &route{provider: t.Provider, region: region, proxy: proxy}
+			a.routes[canonical] = r
+		}
 		a.routes[key] = r
 		return r, nil
 	default:
@@ -250,7 +259,11 @@ func (a *App) resolveRoute(t Tenant) (*route, error) {
 	}
 }
 
-func originRouteKey(name string) string { return "origin " + name }
+// routeKey names a route: a provider and region as a tenant wrote them,
+// or a named origin.
+type routeKey struct {
+	provider, region, origin string
+}
 
 // Interface guards
 var (

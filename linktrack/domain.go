@@ -32,6 +32,9 @@ func CanonicalDomain(name string) (string, error) {
 	if _, err := netip.ParseAddr(strings.Trim(raw, "[]")); err == nil {
 		return "", fmt.Errorf("'%s' is an IP address; tenants are domain names", name)
 	}
+	if isPlainDomain(raw) {
+		return raw, nil
+	}
 	wildcard := strings.HasPrefix(raw, "*.")
 	if wildcard {
 		raw = raw[2:]
@@ -53,4 +56,39 @@ func CanonicalDomain(name string) (string, error) {
 		return "*." + ascii, nil
 	}
 	return ascii, nil
+}
+
+// isPlainDomain reports whether name is already a canonical domain that
+// IDNA would leave unchanged: lowercase ASCII letters, digits and
+// hyphens, at least two labels of 1 to 63 bytes that neither start nor
+// end with a hyphen, no punycode label, at most 253 bytes. It saves the
+// IDNA conversion for the common case, which matters for a million
+// tenants.
+func isPlainDomain(name string) bool {
+	if len(name) > 253 {
+		return false
+	}
+	labels, start := 0, 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) && name[i] != '.' {
+			c := name[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+			continue
+		}
+		label := name[start:i]
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			(len(label) >= 4 && label[2] == '-' && label[3] == '-') {
+			return false
+		}
+		labels++
+		start = i + 1
+	}
+	if labels < 2 {
+		return false
+	}
+	// an all-numeric last label would make an IPv4 address or worse
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	return strings.TrimLeft(last, "0123456789") != ""
 }

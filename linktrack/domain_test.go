@@ -45,3 +45,22 @@ func TestCanonicalDomain(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainDomainFastPath checks that the fast path agrees with IDNA on
+// every name it accepts.
+func TestPlainDomainFastPath(t *testing.T) {
+	for _, name := range []string{
+		"click.brand-a.com", "a.b", "x1.y2.z3", "click1234.brand77.example.com",
+		"a--b.example.com", "xn--bcher-kva.example", "-a.example.com", "a-.example.com",
+		"a..b", ".a.b", "a.b.", "1.2.3.4", "a.123", "UPPER.example.com", "a_b.example.com",
+		strings.Repeat("a", 63) + ".com", strings.Repeat("a", 64) + ".com",
+	} {
+		if !isPlainDomain(name) {
+			continue
+		}
+		want, err := domainProfile.ToASCII(name)
+		if err != nil || want != name {
+			t.Errorf("fast path accepts %q, but IDNA gives %q, %v", name, want, err)
+		}
+	}
+}

@@ -80,7 +80,6 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 		exact:     make(map[string]entry, size),
 		wildcards: make(map[string]entry),
 	}
-	where := make(map[string]string) // domain -> "source, entry N", for duplicates
 	for _, src := range sources {
 		if len(s.sources) == 1<<16-1 {
 			return nil, fmt.Errorf("too many tenant sources")
@@ -88,24 +87,36 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 		s.sources = append(s.sources, src.name)
 		sourceIndex := uint16(len(s.sources) - 1)
 		for i, t := range src.tenants {
-			at := fmt.Sprintf("%s, entry %d", src.name, i+1)
 			domain, e, err := newEntry(t, resolve)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %v", at, err)
+				return nil, fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
 			}
-			if prior, dup := where[domain]; dup {
-				return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s", domain, prior, at)
-			}
-			where[domain] = at
 			e.source = sourceIndex
+			table, key := s.exact, domain
 			if parent, ok := strings.CutPrefix(domain, "*."); ok {
-				s.wildcards[parent] = e
-			} else {
-				s.exact[domain] = e
+				table, key = s.wildcards, parent
 			}
+			if _, dup := table[key]; dup {
+				return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
+					domain, firstPlace(sources, domain), src.name, i+1)
+			}
+			table[key] = e
 		}
 	}
 	return s, nil
+}
+
+// firstPlace names the first source entry that registers domain; it is
+// only called to explain a duplicate.
+func firstPlace(sources []tenantSource, domain string) string {
+	for _, src := range sources {
+		for i, t := range src.tenants {
+			if d, err := CanonicalDomain(t.Domain); err == nil && d == domain {
+				return fmt.Sprintf("%s, entry %d", src.name, i+1)
+			}
+		}
+	}
+	return "an earlier entry"
 }
 
 // newEntry checks a tenant and returns its canonical domain and entry.

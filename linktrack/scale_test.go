@@ -1,0 +1,249 @@
+package linktrack
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// The scale benchmarks, not run in CI:
+//
+//	go test ./linktrack -run '^$' -bench Scale -benchtime 1x -timeout 30m
+//
+// They use the registry, the tenants file reload and the handler as
+// Caddy runs them, with a stand-in origin on loopback.
+
+// scaleDomain is the i-th tenant domain of the scale benchmarks.
+func scaleDomain(i int) string {
+	return fmt.Sprintf("click%d.brand%d.example.com", i, i%50_000)
+}
+
+// writeScaleFile writes a tenants file of n tenants spread over three
+// providers.
+func writeScaleFile(tb testing.TB, path string, n int) {
+	tb.Helper()
+	providers := []Tenant{{Provider: "sendgrid"}, {Provider: "customerio", Region: "eu"}, {Provider: "sparkpost", Region: "us"}}
+	content := tenantsFileContent{Tenants: make([]Tenant, n)}
+	for i := range content.Tenants {
+		t := providers[i%len(providers)]
+		t.Domain = scaleDomain(i)
+		content.Tenants[i] = t
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// scaleApp is an App whose every tenant goes to proxy, built without a
+// Caddy context.
+func scaleApp(tb testing.TB, tenantsFilePath string, proxy *originProxy) *App {
+	tb.Helper()
+	routes := make(map[routeKey]*route)
+	a := &App{
+		TenantsFile: tenantsFilePath,
+		logger:      zap.NewNop(),
+		registry:    new(atomic.Pointer[snapshot]),
+		reloadMu:    new(sync.Mutex),
+		file:        &tenantsFile{path: tenantsFilePath},
+		resolve: func(t Tenant) (*route, error) {
+			key := routeKey{provider: t.Provider, region: t.Region}
+			if r, ok := routes[key]; ok {
+				return r, nil
+			}
+			_, region, err := LookupOrigin(t.Provider, t.Region)
+			if err != nil {
+				return nil, err
+			}
+			r := &route{provider: t.Provider, region: region, proxy: proxy}
+			routes[key] = r
+			return r, nil
+		},
+	}
+	var err error
+	if a.metrics, err = newAppMetrics(prometheus.NewRegistry()); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := a.file.read(); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := a.build()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.swap(s, "bench")
+	return a
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkScaleRegistry loads a tenants file of 1,000,000 tenants and
+// reports the time to load it, the time to reload it while the first
+// registry is in use, the registry's memory per tenant and the time of
+// one lookup.
+func BenchmarkScaleRegistry(b *testing.B) {
+	const n = 1_000_000
+	path := filepath.Join(b.TempDir(), "tenants.json")
+	writeScaleFile(b, path, n)
+	for b.Loop() {
+		before := heapInUse()
+		start := time.Now()
+		a := scaleApp(b, path, nil)
+		load := time.Since(start)
+		a.file.tenants = nil // the registry keeps what it needs
+		perTenant := float64(heapInUse()-before) / n
+
+		// reload: touch the file so that it is read and rebuilt again
+		a.file.sum = [32]byte{}
+		start = time.Now()
+		a.reloadFile()
+		reload := time.Since(start)
+		if a.metrics.reloads.WithLabelValues("tenants_file", "ok") == nil || a.snapshot().len() != n {
+			b.Fatalf("reload failed: %d tenants", a.snapshot().len())
+		}
+
+		const lookups = 5_000_000
+		hosts := make([]string, 4096)
+		for i := range hosts {
+			hosts[i] = scaleDomain((i * 7919) % n)
+		}
+		s := a.snapshot()
+		start = time.Now()
+		for i := range lookups {
+			if _, ok := s.lookup(hosts[i%len(hosts)]); !ok {
+				b.Fatal("lookup missed")
+			}
+		}
+		lookup := time.Since(start)
+
+		b.ReportMetric(load.Seconds(), "load-s")
+		b.ReportMetric(reload.Seconds(), "reload-s")
+		b.ReportMetric(perTenant, "bytes/tenant")
+		b.ReportMetric(float64(lookup.Nanoseconds())/lookups, "ns/lookup")
+	}
+}
+
+// scaleOrigin is a loopback origin answering like a tracking origin, and
+// an originProxy that reaches it the way the handler does.
+func scaleOrigin(tb testing.TB) *originProxy {
+	tb.Helper()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "https://shop.example.com/?utm_source=email")
+		w.WriteHeader(http.StatusFound)
+	}))
+	tb.Cleanup(origin.Close)
+	u, _ := url.Parse(origin.URL)
+	transport := &reverseproxy.HTTPTransport{Transport: &http.Transport{MaxIdleConnsPerHost: 128, DisableCompression: true}}
+	tb.Cleanup(transport.Transport.CloseIdleConnections)
+	return &originProxy{
+		url:       u,
+		transport: transport,
+		bufPool:   &sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }},
+		logger:    zap.NewNop(),
+	}
+}
+
+// serveClick runs one request for host through the handler.
+func serveClick(h *Handler, host string) int {
+	req := httptest.NewRequest(http.MethodGet, "http://"+host+"/ls/click?upn=abc", nil)
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, nil); err != nil {
+		return 0
+	}
+	return rec.Code
+}
+
+// BenchmarkScaleReloadUnderTraffic reloads a file of 1,000,000 tenants
+// three times while four clients send requests for known tenants, and
+// reports the reload time and the requests that failed (the target is 0).
+func BenchmarkScaleReloadUnderTraffic(b *testing.B) {
+	const n = 1_000_000
+	path := filepath.Join(b.TempDir(), "tenants.json")
+	writeScaleFile(b, path, n)
+	a := scaleApp(b, path, scaleOrigin(b))
+	h := &Handler{app: a, MaxBodySize: DefaultMaxBodySize}
+
+	for b.Loop() {
+		var served, failed atomic.Int64
+		stop := make(chan struct{})
+		var clients sync.WaitGroup
+		for c := range 4 {
+			clients.Add(1)
+			go func() {
+				defer clients.Done()
+				for i := c; ; i += 4 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if serveClick(h, scaleDomain((i*7919)%n)) == http.StatusFound {
+						served.Add(1)
+					} else {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		var reloads time.Duration
+		for range 3 {
+			a.file.sum = [32]byte{}
+			start := time.Now()
+			a.reloadFile()
+			reloads += time.Since(start)
+		}
+		close(stop)
+		clients.Wait()
+		b.ReportMetric(reloads.Seconds()/3, "reload-s")
+		b.ReportMetric(float64(served.Load()), "served")
+		b.ReportMetric(float64(failed.Load()), "failed")
+	}
+}
+
+// BenchmarkScaleHandler compares the handler's throughput with one
+// tenant and with 100,000 tenants in the registry.
+func BenchmarkScaleHandler(b *testing.B) {
+	for _, n := range []int{1, 100_000} {
+		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "tenants.json")
+			writeScaleFile(b, path, n)
+			a := scaleApp(b, path, scaleOrigin(b))
+			h := &Handler{app: a, MaxBodySize: DefaultMaxBodySize}
+			var next atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := int(next.Add(7919)) % n
+					if serveClick(h, scaleDomain(i)) != http.StatusFound {
+						b.Error("request failed")
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		})
+	}
+}
