@@ -140,16 +140,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.routes[routeKey{origin: name}] = &route{origin: name, proxy: proxy}
 	}
 
+	var fileTenants []Tenant
 	if a.TenantsFile != "" {
 		a.file = &tenantsFile{path: a.TenantsFile}
-		if _, err := a.file.read(); err != nil {
+		if fileTenants, err = a.file.read(); err != nil {
 			return fmt.Errorf("tenants_file: %v", err)
 		}
 	}
 	if a.stored, err = loadStored(ctx, a.storage); err != nil {
 		return fmt.Errorf("tenants in storage: %v", err)
 	}
-	s, err := a.build()
+	s, err := a.build(fileTenants, a.stored.tenants)
 	if err != nil {
 		return err
 	}
@@ -189,21 +190,19 @@ func (a *App) snapshot() *snapshot {
 	return a.registry.Load()
 }
 
-// build builds a registry from every source as it stands.
-func (a *App) build() (*snapshot, error) {
-	return a.buildWith(a.stored.tenants)
-}
-
-// buildWith builds a registry from every source, with stored as the
-// tenants kept in storage.
-func (a *App) buildWith(stored []Tenant) (*snapshot, error) {
+// build builds a registry from the inline tenants, the tenants file's
+// and the stored ones.
+func (a *App) build(fileTenants, stored []Tenant) (*snapshot, error) {
 	sources := []tenantSource{{name: "config", tenants: a.Tenants}}
 	if a.file != nil {
-		sources = append(sources, tenantSource{name: "tenants_file " + a.file.path, tenants: a.file.tenants})
+		sources = append(sources, tenantSource{name: "tenants_file " + a.file.path, tenants: fileTenants})
 	}
-	sources = append(sources, tenantSource{name: "storage", tenants: stored})
+	sources = append(sources, tenantSource{name: storageSource, tenants: stored})
 	return buildSnapshot(sources, a.resolve)
 }
+
+// storageSource names the tenants kept in storage.
+const storageSource = "storage"
 
 // swap makes s the registry in use.
 func (a *App) swap(s *snapshot, cause string) {

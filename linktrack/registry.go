@@ -106,6 +106,49 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 	return s, nil
 }
 
+// withSource returns a copy of s in which the entries of the source
+// named name are replaced by tenants. It spares a full rebuild when only
+// a small source, such as storage, changed.
+func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolver) (*snapshot, error) {
+	index := slices.Index(s.sources, name)
+	if index < 0 {
+		return nil, fmt.Errorf("no tenant source '%s'", name)
+	}
+	source := uint16(index)
+	n := &snapshot{
+		exact:     make(map[string]entry, len(s.exact)+len(tenants)),
+		wildcards: make(map[string]entry, len(s.wildcards)),
+		sources:   s.sources,
+	}
+	for k, e := range s.exact {
+		if e.source != source {
+			n.exact[k] = e
+		}
+	}
+	for k, e := range s.wildcards {
+		if e.source != source {
+			n.wildcards[k] = e
+		}
+	}
+	for i, t := range tenants {
+		domain, e, err := newEntry(t, resolve)
+		if err != nil {
+			return nil, fmt.Errorf("%s, entry %d: %v", name, i+1, err)
+		}
+		e.source = source
+		table, key := n.exact, domain
+		if parent, ok := strings.CutPrefix(domain, "*."); ok {
+			table, key = n.wildcards, parent
+		}
+		if prior, dup := table[key]; dup {
+			return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
+				domain, n.sources[prior.source], name, i+1)
+		}
+		table[key] = e
+	}
+	return n, nil
+}
+
 // firstPlace names the first source entry that registers domain; it is
 // only called to explain a duplicate.
 func firstPlace(sources []tenantSource, domain string) string {

@@ -98,7 +98,7 @@ func (a *App) reloadStorage() {
 	state, err := loadStored(a.ctx, a.storage)
 	var s *snapshot
 	if err == nil {
-		s, err = a.buildWith(state.tenants)
+		s, err = a.snapshot().withSource(storageSource, state.tenants, a.resolve)
 	}
 	if err != nil {
 		a.metrics.reloads.WithLabelValues("storage", "error").Inc()
@@ -192,7 +192,7 @@ func (a *App) changeStored(ctx context.Context, change func([]Tenant) ([]Tenant,
 	if err != nil || tenants == nil {
 		return err
 	}
-	s, err := a.buildWith(tenants)
+	s, err := a.snapshot().withSource(storageSource, tenants, a.resolve)
 	if err != nil {
 		return err
 	}

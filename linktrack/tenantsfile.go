@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,13 +18,72 @@ type tenantsFileContent struct {
 	Tenants []Tenant `json:"tenants"`
 }
 
-// tenantsFile is the tenants file as last read successfully.
+// decodeTenants decodes a tenants file: {"tenants": [...]}, nothing
+// else. It decodes the list entry by entry, which for a million tenants
+// is faster than decoding it whole.
+func decodeTenants(raw []byte) ([]Tenant, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	expect := func(want json.Delim) error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if tok != want {
+			return fmt.Errorf("expected %q, found %v", want, tok)
+		}
+		return nil
+	}
+	if err := expect('{'); err != nil {
+		return nil, err
+	}
+	var tenants []Tenant
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		if tok != "tenants" {
+			return nil, fmt.Errorf("unknown field %q; a tenants file holds only \"tenants\"", tok)
+		}
+		if tenants != nil {
+			return nil, fmt.Errorf("\"tenants\" given twice")
+		}
+		if err := expect('['); err != nil {
+			return nil, fmt.Errorf("tenants: %v", err)
+		}
+		tenants = make([]Tenant, 0, len(raw)/80)
+		for dec.More() {
+			var t Tenant
+			if err := dec.Decode(&t); err != nil {
+				return nil, fmt.Errorf("tenants entry %d: %v", len(tenants)+1, err)
+			}
+			tenants = append(tenants, t)
+		}
+		if err := expect(']'); err != nil {
+			return nil, err
+		}
+	}
+	if err := expect('}'); err != nil {
+		return nil, err
+	}
+	if tenants == nil {
+		return nil, fmt.Errorf("no \"tenants\" list")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the tenants object")
+	}
+	return slices.Clip(tenants), nil
+}
+
+// tenantsFile is the state of the tenants file as last read
+// successfully. The tenants themselves live only in the registry.
 type tenantsFile struct {
 	path    string
 	modTime time.Time
 	size    int64
 	sum     [sha256.Size]byte
-	tenants []Tenant
+	read1   bool // read successfully at least once
 }
 
 // changed reports whether the file may differ from what was last read.
@@ -34,33 +95,28 @@ func (f *tenantsFile) changed() bool {
 	return !info.ModTime().Equal(f.modTime) || info.Size() != f.size
 }
 
-// read reads and decodes the file. It reports whether the content
-// differs from what was read before; on error f is left unchanged.
-func (f *tenantsFile) read() (bool, error) {
+// read reads and decodes the file. It returns nil tenants if the
+// content is the same as before; on error f is left unchanged.
+func (f *tenantsFile) read() ([]Tenant, error) {
 	info, err := os.Stat(f.path)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	raw, err := os.ReadFile(f.path)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	sum := sha256.Sum256(raw)
-	if sum == f.sum && f.tenants != nil {
+	if sum == f.sum && f.read1 {
 		f.modTime, f.size = info.ModTime(), info.Size()
-		return false, nil
+		return nil, nil
 	}
-	var content tenantsFileContent
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&content); err != nil {
-		return false, fmt.Errorf("decoding %s: %v", f.path, err)
+	tenants, err := decodeTenants(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s: %v", f.path, err)
 	}
-	if content.Tenants == nil {
-		return false, fmt.Errorf("decoding %s: no \"tenants\" list", f.path)
-	}
-	f.modTime, f.size, f.sum, f.tenants = info.ModTime(), info.Size(), sum, content.Tenants
-	return true, nil
+	f.modTime, f.size, f.sum, f.read1 = info.ModTime(), info.Size(), sum, true
+	return tenants, nil
 }
 
 // watchFile checks the tenants file every FileCheckInterval and swaps
@@ -89,13 +145,13 @@ func (a *App) reloadFile() {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	previous := *a.file
-	changed, err := a.file.read()
-	if err == nil && !changed {
-		return
+	tenants, err := a.file.read()
+	if err == nil && tenants == nil {
+		return // same content
 	}
 	var s *snapshot
 	if err == nil {
-		s, err = a.build()
+		s, err = a.build(tenants, a.stored.tenants)
 	}
 	if err != nil {
 		*a.file = previous
