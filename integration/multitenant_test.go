@@ -284,3 +284,31 @@ func grepLines(text, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestTenantAppLinks: a tenant's own app-link files are served locally;
+// other tenants' same paths go to the origin.
+func TestTenantAppLinks(t *testing.T) {
+	assetlinks := filepath.Join(t.TempDir(), "assetlinks.json")
+	content := `[{"relation":["delegate_permission/common.handle_all_urls"]}]`
+	if err := os.WriteFile(assetlinks, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newTenantRig(t, "tenant app.brand-a.test esp {\n\t\t\tassetlinks "+assetlinks+"\n\t\t}", "other.brand-b.test")
+	c, err := standin.DialRaw(fmt.Sprintf("127.0.0.1:%d", r.httpPort), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := r.origin.Count()
+	local, err := c.Do(standin.RawRequest{Method: "GET", Target: "/.well-known/assetlinks.json", Host: "app.brand-a.test"}, 30*time.Second)
+	if err != nil || local.Status != 200 || string(local.Body) != content || local.Values("Content-Type")[0] != "application/json" {
+		t.Errorf("tenant's own file: %v %+v", err, local)
+	}
+	if n := r.origin.Count() - before; n != 0 {
+		t.Errorf("the tenant's own file reached the origin")
+	}
+	other, err := c.Do(standin.RawRequest{Method: "GET", Target: "/.well-known/assetlinks.json", Host: "other.brand-b.test"}, 30*time.Second)
+	if err != nil || other.Status != 302 {
+		t.Errorf("another tenant's path: %v %+v; want the origin's 302", err, other)
+	}
+}
