@@ -21,40 +21,10 @@ type node struct {
 	httpPort, httpsPort, adminPort int
 }
 
-func startNode(t *testing.T, n *node, storage, acmeDir, acmeRoot string, originPort int, caFile string) {
+func startNode(t *testing.T, n *node, storage string, acme *acmeCA, originPort int, caFile string) {
 	t.Helper()
-	n.caddy = startCaddy(t, "caddyfile", fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	http_port %d
-	https_port %d
-	skip_install_trust
-	storage file_system %s
-	acme_ca %s
-	acme_ca_root %s
-	on_demand_tls {
-		permission linktrack
-	}
-	servers {
-		protocols h1 h2
-	}
-	linktrack {
-		origin esp https://localhost:%d {
-			tls_trust_pool file %s
-		}
-	}
-}
-
-https:// {
-	tls {
-		on_demand
-	}
-	linktrack
-}
-
-http:// {
-	linktrack
-}
-`, n.adminPort, n.httpPort, n.httpsPort, storage, acmeDir, acmeRoot, originPort, caFile))
+	n.caddy = startCaddy(t, "caddyfile", multiTenantConfig(multiTenantPorts{n.adminPort, n.httpPort, n.httpsPort},
+		storage, acme, originPort, caFile, "storage_refresh_interval 200ms"))
 }
 
 // admin sends a request to the node's admin endpoint.
@@ -98,8 +68,8 @@ func TestAdminAPIAndCluster(t *testing.T) {
 	// by node a through the shared storage.
 	acme := startPebble(t, a.httpPort, a.httpsPort)
 	storage := filepath.Join(dir, "shared-storage")
-	startNode(t, a, storage, acme.directory, acme.minicaRoot, origin.Port(), caFile)
-	startNode(t, b, storage, acme.directory, acme.minicaRoot, origin.Port(), caFile)
+	startNode(t, a, storage, acme, origin.Port(), caFile)
+	startNode(t, b, storage, acme, origin.Port(), caFile)
 	roots := acme.issuingRoots(t)
 
 	// bad input: 400 naming the field, nothing stored

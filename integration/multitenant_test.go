@@ -56,7 +56,20 @@ func newTenantRig(t testing.TB, inline string, fileDomains ...string) *tenantRig
 	writeTenantsFile(t, r.tenantsFile, fileDomains...)
 	r.httpPort, r.httpsPort, r.adminPort = freePort(t), freePort(t), freePort(t)
 	r.acme = startPebble(t, r.httpPort, r.httpsPort)
-	r.caddy = startCaddy(t, "caddyfile", fmt.Sprintf(`{
+	r.caddy = startCaddy(t, "caddyfile", multiTenantConfig(multiTenantPorts{r.adminPort, r.httpPort, r.httpsPort},
+		filepath.Join(dir, "storage"), r.acme, r.origin.Port(), caFile,
+		inline+"\n\t\ttenants_file "+r.tenantsFile+"\n\t\tfile_check_interval 100ms"))
+	return r
+}
+
+// multiTenantPorts are a Caddy's admin, HTTP and HTTPS ports.
+type multiTenantPorts struct{ admin, http, https int }
+
+// multiTenantConfig is the multi-tenant Caddyfile of the README: on-demand
+// TLS from the test's Pebble, gated by the registry, whose named origin
+// esp is the stand-in; app holds more lines of the linktrack option.
+func multiTenantConfig(ports multiTenantPorts, storage string, acme *acmeCA, originPort int, caFile, app string) string {
+	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
 	https_port %d
@@ -75,8 +88,6 @@ func newTenantRig(t testing.TB, inline string, fileDomains ...string) *tenantRig
 			tls_trust_pool file %s
 		}
 		%s
-		tenants_file %s
-		file_check_interval 100ms
 	}
 }
 
@@ -90,9 +101,7 @@ https:// {
 http:// {
 	linktrack
 }
-`, r.adminPort, r.httpPort, r.httpsPort, filepath.Join(dir, "storage"), r.acme.directory, r.acme.minicaRoot,
-		r.origin.Port(), caFile, inline, r.tenantsFile))
-	return r
+`, ports.admin, ports.http, ports.https, storage, acme.directory, acme.minicaRoot, originPort, caFile, app)
 }
 
 // get sends GET / for host over HTTPS with SNI sni, verifying the

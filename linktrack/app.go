@@ -161,12 +161,34 @@ func (a *App) Provision(ctx caddy.Context) error {
 // Start starts watching the tenants file.
 func (a *App) Start() error {
 	if a.file != nil {
-		a.stopped.Add(1)
-		go a.watchFile()
+		// an invalid file keeps the registry in use; reloadFile logs
+		// why, with the path, the entry and the field, and counts it
+		a.watch(a.FileCheckInterval, a.file.changed, a.reloadFile)
 	}
-	a.stopped.Add(1)
-	go a.watchStorage()
+	// tenants added on another node sharing the storage
+	a.watch(a.StorageRefreshInterval, func() bool { return a.storageChanged(a.ctx) }, a.reloadStorage)
 	return nil
+}
+
+// watch calls reload every interval in which changed reports a change,
+// until the app stops.
+func (a *App) watch(interval caddy.Duration, changed func() bool, reload func()) {
+	a.stopped.Add(1)
+	go func() {
+		defer a.stopped.Done()
+		ticker := time.NewTicker(time.Duration(interval))
+		defer ticker.Stop()
+		for {
+			select {
+			case <-a.stop:
+				return
+			case <-ticker.C:
+			}
+			if changed() {
+				reload()
+			}
+		}
+	}()
 }
 
 // Stop stops the watchers and waits for them.

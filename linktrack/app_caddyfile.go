@@ -21,6 +21,7 @@ import (
 //		}
 //		tenants_file <path>
 //		file_check_interval <duration>
+//		storage_refresh_interval <duration>
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -88,23 +89,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				t.Region = args[2]
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				field := d.Val()
-				if field != "apple_app_site_association" && field != "assetlinks" {
+				if field := d.Val(); field != "apple_app_site_association" && field != "assetlinks" {
 					return d.Errf("unrecognized tenant subdirective '%s'", field)
 				}
-				if !d.NextArg() {
-					return d.ArgErr()
-				}
-				if t.AppLinks == nil {
-					t.AppLinks = new(AppLinks)
-				}
-				if field == "assetlinks" {
-					t.AppLinks.AssetLinks = d.Val()
-				} else {
-					t.AppLinks.AppleAppSiteAssociation = d.Val()
-				}
-				if d.NextArg() {
-					return d.ArgErr()
+				if err := parseAppLink(d, &t.AppLinks); err != nil {
+					return err
 				}
 			}
 			pending = append(pending, t)
@@ -121,15 +110,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "file_check_interval":
+		case "file_check_interval", "storage_refresh_interval":
+			field := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			interval, err := caddy.ParseDuration(d.Val())
 			if err != nil || interval <= 0 {
-				return d.Errf("invalid file_check_interval '%s': must be a positive duration", d.Val())
+				return d.Errf("invalid %s '%s': must be a positive duration", field, d.Val())
 			}
-			a.FileCheckInterval = caddy.Duration(interval)
+			if field == "file_check_interval" {
+				a.FileCheckInterval = caddy.Duration(interval)
+			} else {
+				a.StorageRefreshInterval = caddy.Duration(interval)
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}

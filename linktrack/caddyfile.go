@@ -109,20 +109,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.HTTPRedirect = true
 
 		case "apple_app_site_association", "assetlinks":
-			field := d.Val()
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if h.AppLinks == nil {
-				h.AppLinks = new(AppLinks)
-			}
-			if field == "assetlinks" {
-				h.AppLinks.AssetLinks = d.Val()
-			} else {
-				h.AppLinks.AppleAppSiteAssociation = d.Val()
-			}
-			if d.NextArg() {
-				return d.ArgErr()
+			if err := parseAppLink(d, &h.AppLinks); err != nil {
+				return err
 			}
 
 		default:
@@ -144,6 +132,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err := h.Transport.UnmarshalCaddyfile(transportDispenser(transportTokens)); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// parseAppLink parses an apple_app_site_association or assetlinks
+// subdirective into *links, allocating it on first use.
+func parseAppLink(d *caddyfile.Dispenser, links **AppLinks) error {
+	field := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if *links == nil {
+		*links = new(AppLinks)
+	}
+	if field == "assetlinks" {
+		(*links).AssetLinks = d.Val()
+	} else {
+		(*links).AppleAppSiteAssociation = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
 	}
 	return nil
 }

@@ -92,15 +92,10 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 				return nil, fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
 			}
 			e.source = sourceIndex
-			table, key := s.exact, domain
-			if parent, ok := strings.CutPrefix(domain, "*."); ok {
-				table, key = s.wildcards, parent
-			}
-			if _, dup := table[key]; dup {
+			if _, dup := s.insert(domain, e); dup {
 				return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 					domain, firstPlace(sources, domain), src.name, i+1)
 			}
-			table[key] = e
 		}
 	}
 	return s, nil
@@ -136,17 +131,26 @@ func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolv
 			return nil, fmt.Errorf("%s, entry %d: %v", name, i+1, err)
 		}
 		e.source = source
-		table, key := n.exact, domain
-		if parent, ok := strings.CutPrefix(domain, "*."); ok {
-			table, key = n.wildcards, parent
-		}
-		if prior, dup := table[key]; dup {
+		if prior, dup := n.insert(domain, e); dup {
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 				domain, n.sources[prior.source], name, i+1)
 		}
-		table[key] = e
 	}
 	return n, nil
+}
+
+// insert adds a canonical domain unless it is already registered, in
+// which case it returns the entry registered.
+func (s *snapshot) insert(domain string, e entry) (entry, bool) {
+	table, key := s.exact, domain
+	if parent, ok := strings.CutPrefix(domain, "*."); ok {
+		table, key = s.wildcards, parent
+	}
+	if prior, dup := table[key]; dup {
+		return prior, true
+	}
+	table[key] = e
+	return entry{}, false
 }
 
 // firstPlace names the first source entry that registers domain; it is

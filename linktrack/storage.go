@@ -72,24 +72,6 @@ func (a *App) storageChanged(ctx context.Context) bool {
 	return err != nil || !info.Modified.Equal(a.stored.modified) || info.Size != a.stored.size
 }
 
-// watchStorage re-reads the stored tenants every StorageRefreshInterval,
-// so a tenant added on one node is served by every node.
-func (a *App) watchStorage() {
-	defer a.stopped.Done()
-	ticker := time.NewTicker(time.Duration(a.StorageRefreshInterval))
-	defer ticker.Stop()
-	for {
-		select {
-		case <-a.stop:
-			return
-		case <-ticker.C:
-		}
-		if a.storageChanged(a.ctx) {
-			a.reloadStorage()
-		}
-	}
-}
-
 // reloadStorage rebuilds the registry from the stored tenants. Invalid
 // stored tenants keep the registry in use.
 func (a *App) reloadStorage() {

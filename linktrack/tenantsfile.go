@@ -119,27 +119,6 @@ func (f *tenantsFile) read() ([]Tenant, error) {
 	return tenants, nil
 }
 
-// watchFile checks the tenants file every FileCheckInterval and swaps
-// in a new registry when its content changed and is valid. An invalid
-// file keeps the registry in use; the failure is logged with the path,
-// the entry and the field, and counted.
-func (a *App) watchFile() {
-	defer a.stopped.Done()
-	ticker := time.NewTicker(time.Duration(a.FileCheckInterval))
-	defer ticker.Stop()
-	for {
-		select {
-		case <-a.stop:
-			return
-		case <-ticker.C:
-		}
-		if !a.file.changed() {
-			continue
-		}
-		a.reloadFile()
-	}
-}
-
 // reloadFile rebuilds the registry from the tenants file.
 func (a *App) reloadFile() {
 	a.reloadMu.Lock()
