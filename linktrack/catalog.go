@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -36,6 +37,28 @@ type Provider struct {
 	// RegionHelp describes the valid regions in error messages when
 	// Regions is nil.
 	RegionHelp string
+
+	// Check is the provider's own test of a tracking domain, run
+	// through the domain; nil where the provider documents none.
+	Check *HealthCheck
+}
+
+// HealthCheck is a request a provider documents for verifying that its
+// tracking domain is proxied correctly, and the answer it expects.
+type HealthCheck struct {
+	Method string
+	Path   string
+
+	// Expect describes the expected answer for people.
+	Expect string
+
+	// Confirmed is false where no primary source confirms the check:
+	// its failure is a warning, not an error.
+	Confirmed bool
+
+	// Verify returns an error describing how an answer differs from
+	// the expected one.
+	Verify func(status int, header http.Header, body []byte) error
 }
 
 // providers is the catalog. Sources for every origin are listed in the
@@ -47,6 +70,15 @@ var providers = []Provider{
 		Regions: map[string]string{
 			"us": "https://track.customer.io",
 			"eu": "https://track-eu.customer.io",
+		},
+		Check: &HealthCheck{
+			Method: http.MethodGet, Path: "/health", Expect: "200 with body {}", Confirmed: true,
+			Verify: func(status int, _ http.Header, body []byte) error {
+				if status != http.StatusOK || strings.TrimSpace(string(body)) != "{}" {
+					return fmt.Errorf("got %d %q, want 200 {}", status, truncate(body, 60))
+				}
+				return nil
+			},
 		},
 	},
 	{
@@ -79,6 +111,15 @@ var providers = []Provider{
 		Title:        "Amazon SES",
 		RegionOrigin: sesOrigin,
 		RegionHelp:   "an AWS region name such as us-east-1 or eu-west-1",
+		Check: &HealthCheck{
+			Method: http.MethodHead, Path: "/favicon.ico", Expect: "200 with an x-amz-ses-region header",
+			Verify: func(status int, header http.Header, _ []byte) error {
+				if status != http.StatusOK || header.Get("X-Amz-Ses-Region") == "" {
+					return fmt.Errorf("got %d, x-amz-ses-region %q; want 200 with the header", status, header.Get("X-Amz-Ses-Region"))
+				}
+				return nil
+			},
+		},
 	},
 	{
 		Name:  "sparkpost",
@@ -86,6 +127,15 @@ var providers = []Provider{
 		Regions: map[string]string{
 			"us": "https://spgo.io",
 			"eu": "https://eu.spgo.io",
+		},
+		Check: &HealthCheck{
+			Method: http.MethodGet, Path: "/f/a/b/c/d", Expect: "302 (server: msys-http, unless a CDN rewrites it)", Confirmed: true,
+			Verify: func(status int, _ http.Header, _ []byte) error {
+				if status != http.StatusFound {
+					return fmt.Errorf("got %d, want 302", status)
+				}
+				return nil
+			},
 		},
 	},
 }
@@ -187,6 +237,13 @@ func LookupOrigin(provider, region string) (*url.URL, string, error) {
 		return nil, "", fmt.Errorf("unknown provider '%s'; valid providers: %s", provider, strings.Join(ProviderNames(), ", "))
 	}
 	return p.Origin(region)
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
 }
 
 // ParseUpstream checks a user-supplied origin URL: scheme http or https,

@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -102,5 +103,27 @@ func TestParseUpstream(t *testing.T) {
 		if err != nil || u.String() != tc.want {
 			t.Errorf("%s: got %v, %v; want %s", tc.in, u, err, tc.want)
 		}
+	}
+}
+
+func TestHealthChecks(t *testing.T) {
+	cio, _ := LookupProvider("customerio")
+	if err := cio.Check.Verify(200, nil, []byte("{}\n")); err != nil {
+		t.Errorf("customerio {}: %v", err)
+	}
+	if err := cio.Check.Verify(200, nil, []byte("Invalid link security token")); err == nil {
+		t.Error("customerio accepted a wrong body")
+	}
+	sp, _ := LookupProvider("sparkpost")
+	if sp.Check.Verify(302, nil, nil) != nil || sp.Check.Verify(200, nil, nil) == nil {
+		t.Error("sparkpost check: want 302 only")
+	}
+	ses, _ := LookupProvider("ses")
+	if ses.Check.Confirmed {
+		t.Error("the SES check has no primary source; it must only warn")
+	}
+	h := http.Header{"X-Amz-Ses-Region": {"eu-west-1"}}
+	if ses.Check.Verify(200, h, nil) != nil || ses.Check.Verify(200, http.Header{}, nil) == nil {
+		t.Error("ses check: want 200 with x-amz-ses-region")
 	}
 }

@@ -1,0 +1,48 @@
+package integration
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestProvidersCommand runs `caddy linktrack providers` and checks that
+// it prints the whole catalog with each provider's health check.
+func TestProvidersCommand(t *testing.T) {
+	out, err := caddyCmd(t, "linktrack", "providers", "--json").Output()
+	if err != nil {
+		t.Fatalf("caddy linktrack providers --json: %v", err)
+	}
+	var rows []struct {
+		Provider, Region, Origin, Check string
+		Default                         bool
+	}
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("decoding %s: %v", out, err)
+	}
+	got := make(map[string]string)
+	for _, r := range rows {
+		got[r.Provider+" "+r.Region] = r.Origin + " | " + r.Check
+		if r.Provider == "sendgrid" && (r.Region == "global") != r.Default {
+			t.Errorf("sendgrid %s: default %v", r.Region, r.Default)
+		}
+	}
+	for key, want := range map[string]string{
+		"customerio eu": "https://track-eu.customer.io | GET /health → 200 with body {}",
+		"sparkpost us":  "https://spgo.io | GET /f/a/b/c/d → 302",
+		"mailgun eu":    "http://eu.mailgun.org | ",
+		"iterable us":   "https://links.iterable.com | ",
+		"sendgrid eu":   "https://eu.sendgrid.net | ",
+	} {
+		if !strings.HasPrefix(got[key], want) {
+			t.Errorf("%s: %q, want %q", key, got[key], want)
+		}
+	}
+	if len(rows) != 11 {
+		t.Errorf("%d catalog rows, want 11", len(rows))
+	}
+	table, err := caddyCmd(t, "linktrack", "providers").Output()
+	if err != nil || !strings.Contains(string(table), "sendgrid    global (default)") {
+		t.Errorf("table output: %v\n%s", err, table)
+	}
+}
