@@ -88,6 +88,15 @@ func TestFailures(t *testing.T) {
 			t.Errorf("status %d, want 502", status)
 		}
 		failureLog(t, r, "upstream", "", origin, "origin refused the connection")
+		metrics := scrapeMetrics(t, r.adminPort)
+		for _, want := range []string{
+			`caddy_linktrack_origin_errors_total{cause="refused",provider="upstream",region=""} 1`,
+			`caddy_linktrack_requests_total{provider="upstream",region="",status_class="5xx"} 1`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "caddy_linktrack"))
+			}
+		}
 	})
 
 	t.Run("timed-out dial", func(t *testing.T) {

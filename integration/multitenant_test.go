@@ -231,6 +231,18 @@ func TestOnDemandTenants(t *testing.T) {
 	if n := r.origin.Count() - originBefore; n != 0 {
 		t.Errorf("misdirected requests reached the origin %d times", n)
 	}
+	metrics = r.metrics(t)
+	for _, want := range []string{
+		`caddy_linktrack_rejected_requests_total{reason="unknown_host"} 2`,
+		`caddy_linktrack_rejected_requests_total{reason="sni_mismatch"} 1`,
+		`caddy_linktrack_requests_total{provider="origin:esp",region="",status_class="3xx"} 50`,
+		`caddy_linktrack_origin_duration_seconds_count{provider="origin:esp",region=""} 50`,
+		`caddy_linktrack_tenants 50`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "caddy_linktrack"))
+		}
+	}
 }
 
 // TestTenantsFileReload: a valid edit of the tenants file is served
@@ -275,7 +287,13 @@ func TestTenantsFileReload(t *testing.T) {
 
 func (r *tenantRig) metrics(t testing.TB) string {
 	t.Helper()
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", r.adminPort))
+	return scrapeMetrics(t, r.adminPort)
+}
+
+// scrapeMetrics returns the text of Caddy's admin metrics endpoint.
+func scrapeMetrics(t testing.TB, adminPort int) string {
+	t.Helper()
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,9 @@ const statusClientClosedRequest = 499
 // never replayed: the transport retries only requests it has not begun
 // to send.
 func (p *originProxy) failure(r *http.Request, host string, err error) error {
-	status, cause := classifyFailure(r, err)
+	status, slug, cause := classifyFailure(r, err)
+	p.metrics.errors(slug).Inc()
+	p.metrics.requests[status/100].Inc()
 	level := zapcore.ErrorLevel
 	if status == statusClientClosedRequest || status == http.StatusRequestEntityTooLarge {
 		level = zapcore.DebugLevel
@@ -44,15 +46,15 @@ func (p *originProxy) failure(r *http.Request, host string, err error) error {
 	return caddyhttp.Error(status, err)
 }
 
-// classifyFailure maps a round-trip error to the client's status and a
-// short cause for the log.
-func classifyFailure(r *http.Request, err error) (int, string) {
+// classifyFailure maps a round-trip error to the client's status, a
+// short label for metrics and a cause for the log.
+func classifyFailure(r *http.Request, err error) (int, string, string) {
 	var maxBytes *http.MaxBytesError
 	if errors.As(err, &maxBytes) {
-		return http.StatusRequestEntityTooLarge, "request body exceeds max_body_size"
+		return http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds max_body_size"
 	}
 	if errors.Is(r.Context().Err(), context.Canceled) {
-		return statusClientClosedRequest, "client closed the request"
+		return statusClientClosedRequest, "client_closed", "client closed the request"
 	}
 
 	var dialErr reverseproxy.DialError
@@ -61,59 +63,59 @@ func classifyFailure(r *http.Request, err error) (int, string) {
 		msg := dialErr.Error()
 		switch {
 		case strings.Contains(msg, "no such host"), strings.Contains(msg, "lookup "):
-			return http.StatusBadGateway, "origin name does not resolve"
+			return http.StatusBadGateway, "dns", "origin name does not resolve"
 		case strings.Contains(msg, "connection refused"):
-			return http.StatusBadGateway, "origin refused the connection"
+			return http.StatusBadGateway, "refused", "origin refused the connection"
 		case strings.Contains(msg, "timeout"):
-			return http.StatusBadGateway, "dial to origin timed out"
+			return http.StatusBadGateway, "dial_timeout", "dial to origin timed out"
 		default:
-			return http.StatusBadGateway, "dial to origin failed"
+			return http.StatusBadGateway, "dial", "dial to origin failed"
 		}
 	}
 
-	if cause, ok := tlsFailure(err); ok {
-		return http.StatusBadGateway, cause
+	if slug, cause, ok := tlsFailure(err); ok {
+		return http.StatusBadGateway, slug, cause
 	}
 
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
-		return http.StatusGatewayTimeout, "origin sent no response headers in time"
+		return http.StatusGatewayTimeout, "header_timeout", "origin sent no response headers in time"
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		strings.Contains(err.Error(), "server closed") || strings.Contains(err.Error(), "connection reset") {
-		return http.StatusBadGateway, "origin closed the connection without a response"
+		return http.StatusBadGateway, "closed", "origin closed the connection without a response"
 	}
-	return http.StatusBadGateway, "origin request failed"
+	return http.StatusBadGateway, "other", "origin request failed"
 }
 
 // tlsFailure describes a failed TLS handshake with the origin.
-func tlsFailure(err error) (string, bool) {
+func tlsFailure(err error) (string, string, bool) {
 	var hostnameErr x509.HostnameError
 	if errors.As(err, &hostnameErr) {
-		return "origin certificate does not match the origin name", true
+		return "tls_name", "origin certificate does not match the origin name", true
 	}
 	var authorityErr x509.UnknownAuthorityError
 	if errors.As(err, &authorityErr) {
-		return "origin certificate is signed by an untrusted authority", true
+		return "tls_authority", "origin certificate is signed by an untrusted authority", true
 	}
 	var invalidErr x509.CertificateInvalidError
 	if errors.As(err, &invalidErr) {
-		return "origin certificate is invalid: " + invalidErr.Error(), true
+		return "tls_invalid", "origin certificate is invalid: " + invalidErr.Error(), true
 	}
 	var verifyErr *tls.CertificateVerificationError
 	if errors.As(err, &verifyErr) {
-		return "origin certificate failed verification", true
+		return "tls_verify", "origin certificate failed verification", true
 	}
 	var recordErr tls.RecordHeaderError
 	if errors.As(err, &recordErr) {
-		return "origin did not answer with TLS", true
+		return "not_tls", "origin did not answer with TLS", true
 	}
 	var alertErr tls.AlertError
 	if errors.As(err, &alertErr) {
-		return "origin refused the TLS handshake: " + alertErr.Error(), true
+		return "tls_alert", "origin refused the TLS handshake: " + alertErr.Error(), true
 	}
 	if strings.Contains(err.Error(), "TLS handshake timeout") {
-		return "TLS handshake with origin timed out", true
+		return "tls_timeout", "TLS handshake with origin timed out", true
 	}
-	return "", false
+	return "", "", false
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func init() {
@@ -89,6 +90,7 @@ type Handler struct {
 	region    string
 	proxy     *originProxy
 	app       *App // registry mode
+	rejected  *prometheus.CounterVec
 	httpsPort int
 	appLinks  *appLinkFiles
 }
@@ -155,7 +157,8 @@ func (h *Handler) provisionRegistryMode(ctx caddy.Context) error {
 		return fmt.Errorf("without a provider or upstream the handler serves the tenant registry of the linktrack app: %v", err)
 	}
 	h.app = app.(*App)
-	return nil
+	h.rejected, err = newRejections(ctx.GetMetricsRegistry())
+	return err
 }
 
 // resolveOrigin returns the origin from the provider catalog or from
@@ -231,12 +234,14 @@ func (h *Handler) tenant(r *http.Request, host string) (entry, error) {
 	s := h.app.snapshot()
 	key, e, ok := s.match(host)
 	if !ok {
+		h.rejected.WithLabelValues("unknown_host").Inc()
 		return entry{}, caddyhttp.Error(http.StatusMisdirectedRequest, fmt.Errorf("no tenant for host '%s'", host))
 	}
 	if r.TLS != nil {
 		sni, _ := CanonicalHost(r.TLS.ServerName)
 		if sni != host {
 			if sniKey, _, ok := s.match(sni); !ok || sniKey != key {
+				h.rejected.WithLabelValues("sni_mismatch").Inc()
 				return entry{}, caddyhttp.Error(http.StatusMisdirectedRequest,
 					fmt.Errorf("TLS server name '%s' and Host '%s' name different tenants", r.TLS.ServerName, host))
 			}

@@ -2,6 +2,8 @@ package linktrack
 
 import (
 	"errors"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -36,6 +38,82 @@ func newAppMetrics(registry *prometheus.Registry) (*appMetrics, error) {
 	}
 	m.reloads, err = register(registry, m.reloads)
 	return m, err
+}
+
+// proxyMetrics are one origin's request metrics, bound to its provider
+// and region once, so that a request updates them without label lookups.
+type proxyMetrics struct {
+	requests [6]prometheus.Counter // by status class: index 1 for 1xx ... 5 for 5xx
+	duration prometheus.Observer
+	errorVec *prometheus.CounterVec
+	provider string
+	region   string
+}
+
+// errors returns the counter of origin errors with the given cause.
+func (m *proxyMetrics) errors(cause string) prometheus.Counter {
+	return m.errorVec.WithLabelValues(m.provider, m.region, cause)
+}
+
+// observe records a request's status and its time to the origin's
+// response headers.
+func (m *proxyMetrics) observe(status int, roundTrip time.Duration) {
+	if class := status / 100; class > 0 && class < len(m.requests) {
+		m.requests[class].Inc()
+	}
+	m.duration.Observe(roundTrip.Seconds())
+}
+
+func newProxyMetrics(registry *prometheus.Registry, provider, region string) (*proxyMetrics, error) {
+	requests, err := register(registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "linktrack",
+		Name:      "requests_total",
+		Help:      "Requests forwarded to tracking origins, by provider, region and status class.",
+	}, []string{"provider", "region", "status_class"}))
+	if err != nil {
+		return nil, err
+	}
+	duration, err := register(registry, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy",
+		Subsystem: "linktrack",
+		Name:      "origin_duration_seconds",
+		Help:      "Time from sending a request to the origin to its response headers.",
+		Buckets:   []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"provider", "region"}))
+	if err != nil {
+		return nil, err
+	}
+	errorVec, err := register(registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "linktrack",
+		Name:      "origin_errors_total",
+		Help:      "Requests the origin did not answer, by provider, region and cause.",
+	}, []string{"provider", "region", "cause"}))
+	if err != nil {
+		return nil, err
+	}
+	m := &proxyMetrics{
+		duration: duration.WithLabelValues(provider, region),
+		errorVec: errorVec,
+		provider: provider,
+		region:   region,
+	}
+	for class := 1; class < len(m.requests); class++ {
+		m.requests[class] = requests.WithLabelValues(provider, region, strconv.Itoa(class)+"xx")
+	}
+	return m, nil
+}
+
+// newRejections returns the counter of requests answered 421 because no
+// tenant matched, by reason: unknown_host or sni_mismatch.
+func newRejections(registry *prometheus.Registry) (*prometheus.CounterVec, error) {
+	return register(registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "linktrack",
+		Name:      "rejected_requests_total",
+		Help:      "Requests answered locally with 421 and never forwarded, by reason.",
+	}, []string{"reason"}))
 }
 
 // register registers c, or returns the collector already registered

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -20,6 +21,7 @@ type originProxy struct {
 	transport *reverseproxy.HTTPTransport
 	bufPool   *sync.Pool
 	logger    *zap.Logger
+	metrics   *proxyMetrics
 }
 
 // newOriginProxy loads Caddy's http transport for the origin, with
@@ -38,7 +40,12 @@ func newOriginProxy(ctx caddy.Context, origin *url.URL, provider, region string,
 	if err != nil {
 		return nil, fmt.Errorf("loading transport: %v", err)
 	}
+	metrics, err := newProxyMetrics(ctx.GetMetricsRegistry(), provider, region)
+	if err != nil {
+		return nil, fmt.Errorf("registering metrics: %v", err)
+	}
 	return &originProxy{
+		metrics:   metrics,
 		url:       origin,
 		transport: mod.(*reverseproxy.HTTPTransport),
 		bufPool: &sync.Pool{New: func() any {
@@ -95,9 +102,11 @@ func transportWithDefaults(origin *url.URL, configured *reverseproxy.HTTPTranspo
 // forward sends the request to the origin with Host set to the tracking
 // domain host, and copies the origin's response back unchanged.
 func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host string, maxBodySize int64) error {
+	start := time.Now()
 	res, err := p.transport.RoundTrip(p.outgoingRequest(w, r, host, maxBodySize))
 	if err != nil {
 		return p.failure(r, host, err)
 	}
+	p.metrics.observe(res.StatusCode, time.Since(start))
 	return p.writeResponse(w, res)
 }

@@ -157,7 +157,12 @@ func scaleOrigin(tb testing.TB) *originProxy {
 	u, _ := url.Parse(origin.URL)
 	transport := &reverseproxy.HTTPTransport{Transport: &http.Transport{MaxIdleConnsPerHost: 128, DisableCompression: true}}
 	tb.Cleanup(transport.Transport.CloseIdleConnections)
+	metrics, err := newProxyMetrics(prometheus.NewRegistry(), "sendgrid", "global")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return &originProxy{
+		metrics:   metrics,
 		url:       u,
 		transport: transport,
 		bufPool:   &sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }},
