@@ -273,3 +273,26 @@ func TestRequestBodyIsStreamed(t *testing.T) {
 		t.Errorf("origin body of %d bytes differs from the client's", rec.BodyLen)
 	}
 }
+
+// TestRequestVariables checks that {http.vars.linktrack.*} reach Caddy's
+// access log.
+func TestRequestVariables(t *testing.T) {
+	r := newRig(t, rigOptions{site: `log
+	log_append tenant {http.vars.linktrack.tenant}
+	log_append provider {http.vars.linktrack.provider}
+	log_append region {http.vars.linktrack.region}
+	log_append origin {http.vars.linktrack.origin}`})
+	doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click", Host: "Link.Example.TEST"})
+	e := r.caddy.waitLog(t, "handled request", nil)
+	want := map[string]any{
+		"tenant":   trackingDomain,
+		"provider": "upstream",
+		"region":   "",
+		"origin":   fmt.Sprintf("https://localhost:%d", r.origin.Port()),
+	}
+	for field, value := range want {
+		if e[field] != value {
+			t.Errorf("access log %s = %v, want %v (entry %v)", field, e[field], value, e)
+		}
+	}
+}

@@ -21,8 +21,10 @@ func failureLog(t *testing.T, r *rig, provider, region, origin, cause string) {
 	if e["level"] != "error" || e["provider"] != provider || e["region"] != region || e["origin"] != origin {
 		t.Errorf("log entry %v; want level error, provider %q, region %q, origin %q", e, provider, region, origin)
 	}
-	if _, ok := e["error"]; !ok {
-		t.Errorf("log entry %v lacks the error", e)
+	for _, field := range []string{"error", "tenant", "duration", "status"} {
+		if _, ok := e[field]; !ok {
+			t.Errorf("log entry %v lacks %s", e, field)
+		}
 	}
 }
 

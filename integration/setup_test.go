@@ -40,6 +40,8 @@ type rigOptions struct {
 	linktrack string
 	// Lines added to the global servers block.
 	servers string
+	// Lines added to the site, before linktrack.
+	site string
 	// Upstream overrides the origin URL; "" points at the stand-in by
 	// the name localhost. "{port}" stands for the stand-in's port.
 	upstream string
@@ -120,6 +122,7 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 }
 
 (linktrack) {
+	%s
 	linktrack {
 		%s
 		%s
@@ -136,7 +139,7 @@ http://%s {
 }
 %s
 `, r.adminPort, r.httpPort, r.httpsPort, filepath.Join(dir, "storage"), opts.servers,
-		origin, opts.linktrack, trackingDomain, certFile, keyFile, trackingDomain, opts.extraSites)
+		opts.site, origin, opts.linktrack, trackingDomain, certFile, keyFile, trackingDomain, opts.extraSites)
 	r.caddy = startCaddy(t, "caddyfile", config)
 	return r
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -27,7 +28,7 @@ const statusClientClosedRequest = 499
 // timed-out dial, TLS failure, connection closed). A request body is
 // never replayed: the transport retries only requests it has not begun
 // to send.
-func (p *originProxy) failure(r *http.Request, host string, err error) error {
+func (p *originProxy) failure(r *http.Request, tenant string, duration time.Duration, err error) error {
 	status, slug, cause := classifyFailure(r, err)
 	p.metrics.errors(slug).Inc()
 	p.metrics.requests[status/100].Inc()
@@ -37,9 +38,10 @@ func (p *originProxy) failure(r *http.Request, host string, err error) error {
 	}
 	if c := p.logger.Check(level, "origin request failed"); c != nil {
 		c.Write(
-			zap.String("host", host),
+			zap.String("tenant", tenant),
 			zap.String("cause", cause),
 			zap.Int("status", status),
+			zap.Duration("duration", duration),
 			zap.Error(err),
 		)
 	}

@@ -209,14 +209,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.redirectToHTTPS(w, r, host)
 		return nil
 	}
-	proxy, appLinks := h.proxy, h.appLinks
+	proxy, appLinks, tenant := h.proxy, h.appLinks, host
 	if h.app != nil {
-		e, err := h.tenant(r, host)
+		key, e, err := h.tenant(r, host)
 		if err != nil {
 			return err
 		}
 		proxy, appLinks = e.route.proxy, e.appLinks
+		if key.wildcard {
+			tenant = "*." + key.domain
+		}
 	}
+	proxy.setVars(r, tenant)
 	if appLinks != nil && appLinks.serve(w, r) {
 		return nil
 	}
@@ -224,30 +228,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes exceeds max_body_size %d", r.ContentLength, h.MaxBodySize))
 	}
-	return proxy.forward(w, r, host, h.MaxBodySize)
+	return proxy.forward(w, r, host, tenant, h.MaxBodySize)
 }
 
 // tenant returns the registry entry for the request's host. An unknown
 // host, or a TLS connection whose SNI names another tenant than the
 // Host, gets 421: one tenant's certificate never fronts another tenant.
-func (h *Handler) tenant(r *http.Request, host string) (entry, error) {
+func (h *Handler) tenant(r *http.Request, host string) (tenantKey, entry, error) {
 	s := h.app.snapshot()
 	key, e, ok := s.match(host)
 	if !ok {
 		h.rejected.WithLabelValues("unknown_host").Inc()
-		return entry{}, caddyhttp.Error(http.StatusMisdirectedRequest, fmt.Errorf("no tenant for host '%s'", host))
+		return tenantKey{}, entry{}, caddyhttp.Error(http.StatusMisdirectedRequest, fmt.Errorf("no tenant for host '%s'", host))
 	}
 	if r.TLS != nil {
 		sni, _ := CanonicalHost(r.TLS.ServerName)
 		if sni != host {
 			if sniKey, _, ok := s.match(sni); !ok || sniKey != key {
 				h.rejected.WithLabelValues("sni_mismatch").Inc()
-				return entry{}, caddyhttp.Error(http.StatusMisdirectedRequest,
+				return tenantKey{}, entry{}, caddyhttp.Error(http.StatusMisdirectedRequest,
 					fmt.Errorf("TLS server name '%s' and Host '%s' name different tenants", r.TLS.ServerName, host))
 			}
 		}
 	}
-	return e, nil
+	return key, e, nil
 }
 
 // redirectToHTTPS answers a plain-HTTP request with a permanent redirect

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 )
@@ -22,6 +23,9 @@ type originProxy struct {
 	bufPool   *sync.Pool
 	logger    *zap.Logger
 	metrics   *proxyMetrics
+
+	// the values of the linktrack.* request variables, boxed once
+	providerVar, regionVar, originVar any
 }
 
 // newOriginProxy loads Caddy's http transport for the origin, with
@@ -45,9 +49,12 @@ func newOriginProxy(ctx caddy.Context, origin *url.URL, provider, region string,
 		return nil, fmt.Errorf("registering metrics: %v", err)
 	}
 	return &originProxy{
-		metrics:   metrics,
-		url:       origin,
-		transport: mod.(*reverseproxy.HTTPTransport),
+		providerVar: provider,
+		regionVar:   region,
+		originVar:   origin.String(),
+		metrics:     metrics,
+		url:         origin,
+		transport:   mod.(*reverseproxy.HTTPTransport),
 		bufPool: &sync.Pool{New: func() any {
 			b := make([]byte, 32*1024)
 			return &b
@@ -99,13 +106,32 @@ func transportWithDefaults(origin *url.URL, configured *reverseproxy.HTTPTranspo
 	return t, nil
 }
 
+// Request variables linktrack sets, read as {http.vars.linktrack.*}.
+const (
+	varTenant   = "linktrack.tenant"
+	varProvider = "linktrack.provider"
+	varRegion   = "linktrack.region"
+	varOrigin   = "linktrack.origin"
+)
+
+// setVars makes the tenant, provider, region and origin of a request
+// available to Caddy's access log and templates.
+func (p *originProxy) setVars(r *http.Request, tenant string) {
+	ctx := r.Context()
+	caddyhttp.SetVar(ctx, varTenant, tenant)
+	caddyhttp.SetVar(ctx, varProvider, p.providerVar)
+	caddyhttp.SetVar(ctx, varRegion, p.regionVar)
+	caddyhttp.SetVar(ctx, varOrigin, p.originVar)
+}
+
 // forward sends the request to the origin with Host set to the tracking
-// domain host, and copies the origin's response back unchanged.
-func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host string, maxBodySize int64) error {
+// domain host, and copies the origin's response back unchanged. tenant
+// names the registered domain in logs.
+func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) error {
 	start := time.Now()
 	res, err := p.transport.RoundTrip(p.outgoingRequest(w, r, host, maxBodySize))
 	if err != nil {
-		return p.failure(r, host, err)
+		return p.failure(r, tenant, time.Since(start), err)
 	}
 	p.metrics.observe(res.StatusCode, time.Since(start))
 	return p.writeResponse(w, res)
