@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -293,6 +294,54 @@ func TestRequestVariables(t *testing.T) {
 	for field, value := range want {
 		if e[field] != value {
 			t.Errorf("access log %s = %v, want %v (entry %v)", field, e[field], value, e)
+		}
+	}
+}
+
+// TestLivenessPath checks that the liveness path is answered locally.
+func TestLivenessPath(t *testing.T) {
+	r := newRig(t, rigOptions{linktrack: "liveness_path /_lb/live"})
+	c := r.rawClient(t)
+	for _, method := range []string{"GET", "HEAD"} {
+		res := doRaw(t, c, standin.RawRequest{Method: method, Target: "/_lb/live"})
+		if res.Status != 200 || (method == "GET" && string(res.Body) != "OK\n") {
+			t.Errorf("%s liveness: %d %q", method, res.Status, res.Body)
+		}
+	}
+	if res := doRaw(t, c, standin.RawRequest{Method: "GET", Target: "/health"}); res.Status != 302 {
+		t.Errorf("the origin's /health: status %d, want the origin's answer", res.Status)
+	}
+	if n := r.origin.Count(); n != 1 {
+		t.Errorf("origin received %d requests, want only the /health one", n)
+	}
+}
+
+// TestScannerAnnotation checks that likely scanner requests are marked
+// in a placeholder and a metric, and forwarded exactly like others.
+func TestScannerAnnotation(t *testing.T) {
+	r := newRig(t, rigOptions{
+		linktrack: "scanners {\n\t\t\tuser_agents Mimecast Proofpoint\n\t\t}",
+		site:      "log\n\tlog_append scanner {http.vars.linktrack.scanner}",
+	})
+	c := r.rawClient(t)
+	ua := "Mozilla/5.0 (compatible; Mimecast URL Protect)"
+	doRaw(t, c, standin.RawRequest{Method: "GET", Target: "/ls/click?upn=s", Headers: []standin.Field{{Name: "User-Agent", Value: ua}}})
+	rec := nextReceived(t, r)
+	if !slices.Equal(rec.Values("User-Agent"), []string{ua}) || rec.Target != "/ls/click?upn=s" {
+		t.Errorf("marked request reached the origin as %q with User-Agent %q", rec.RequestLine, rec.Values("User-Agent"))
+	}
+	r.caddy.waitLog(t, "handled request", func(e map[string]any) bool { return e["scanner"] == "user_agent" })
+	doRaw(t, c, standin.RawRequest{Method: "HEAD", Target: "/ls/click?upn=s"})
+	if rec := nextReceived(t, r); rec.Method != "HEAD" {
+		t.Errorf("HEAD reached the origin as %q", rec.RequestLine)
+	}
+	metrics := scrapeMetrics(t, r.adminPort)
+	for _, want := range []string{
+		`caddy_linktrack_scanner_requests_total{signal="user_agent"} 1`,
+		`caddy_linktrack_scanner_requests_total{signal="head"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "scanner"))
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package linktrack
 
 import (
+	"strings"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
@@ -16,6 +18,12 @@ import (
 //		http_redirect
 //		apple_app_site_association <file>
 //		assetlinks    <file>
+//		liveness_path <path>
+//		scanners {
+//			user_agents <substrings...>
+//			ranges_file <file>
+//			ignore_head
+//		}
 //
 //		# any subdirective of reverse_proxy's `transport http`, e.g.:
 //		tls_server_name <name>
@@ -111,6 +119,42 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "apple_app_site_association", "assetlinks":
 			if err := parseAppLink(d, &h.AppLinks); err != nil {
 				return err
+			}
+
+		case "liveness_path":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.LivenessPath = d.Val()
+			if !strings.HasPrefix(h.LivenessPath, "/") {
+				return d.Errf("liveness_path '%s' must begin with '/'", h.LivenessPath)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "scanners":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Scanners = new(Scanners)
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "user_agents":
+					h.Scanners.UserAgents = append(h.Scanners.UserAgents, d.RemainingArgs()...)
+					if len(h.Scanners.UserAgents) == 0 {
+						return d.ArgErr()
+					}
+				case "ranges_file":
+					if !d.NextArg() {
+						return d.ArgErr()
+					}
+					h.Scanners.RangesFile = d.Val()
+				case "ignore_head":
+					h.Scanners.IgnoreHEAD = true
+				default:
+					return d.Errf("unrecognized scanners subdirective '%s'", d.Val())
+				}
 			}
 
 		default:

@@ -50,6 +50,20 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			want: `{"upstream":"https://127.0.0.1:9443","transport":{"tls":{"ca":{"pem_files":["/etc/ca.pem"],"provider":"file"},"server_name":"track.esp.example"}}}`,
 		},
 		{name: "registry mode", input: `linktrack`, want: `{}`},
+		{
+			name: "liveness and scanners",
+			input: `linktrack {
+				liveness_path /_lb/live
+				scanners {
+					user_agents Mimecast "Proofpoint URL"
+					ranges_file /etc/linktrack/scanners.txt
+					ignore_head
+				}
+			}`,
+			want: `{"liveness_path":"/_lb/live","scanners":{"user_agents":["Mimecast","Proofpoint URL"],"ranges_file":"/etc/linktrack/scanners.txt","ignore_head":true}}`,
+		},
+		{name: "relative liveness path", input: "linktrack sendgrid {\n liveness_path live\n}", wantErr: "liveness_path 'live' must begin with '/'"},
+		{name: "unknown scanners option", input: "linktrack sendgrid {\n scanners {\n asn 1\n }\n}", wantErr: "unrecognized scanners subdirective 'asn'"},
 		{name: "too many args", input: `linktrack ses eu-west-1 extra`, wantErr: "wrong argument count"},
 		{name: "unknown provider", input: `linktrack postmark`, wantErr: "unknown provider 'postmark'; valid providers: customerio, iterable, mailgun, sendgrid, ses, sparkpost"},
 		{name: "unknown region", input: `linktrack iterable ap`, wantErr: "unknown region 'ap' for provider 'iterable'; valid regions: eu, us"},

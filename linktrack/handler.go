@@ -7,8 +7,10 @@ package linktrack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -86,11 +88,21 @@ type Handler struct {
 	// to the origin.
 	AppLinks *AppLinks `json:"app_links,omitempty"`
 
+	// A path answered locally with 200 for load balancers' liveness
+	// checks, for any Host; it never reaches an origin and is distinct
+	// from the origin's own /health. Default: none.
+	LivenessPath string `json:"liveness_path,omitempty"`
+
+	// Annotation of likely mail-scanner traffic, observation only.
+	// Default: none.
+	Scanners *Scanners `json:"scanners,omitempty"`
+
 	origin    *url.URL
 	region    string
 	proxy     *originProxy
 	app       *App // registry mode
 	rejected  *prometheus.CounterVec
+	scanners  *scannerDetector
 	httpsPort int
 	appLinks  *appLinkFiles
 }
@@ -111,6 +123,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.MaxBodySize < 0 {
 		return fmt.Errorf("max_body_size must be positive, got %d", h.MaxBodySize)
+	}
+
+	if h.LivenessPath != "" && !strings.HasPrefix(h.LivenessPath, "/") {
+		return fmt.Errorf("liveness_path '%s' must begin with '/'", h.LivenessPath)
+	}
+	if h.Scanners != nil {
+		var err error
+		if h.scanners, err = h.Scanners.provision(ctx.GetMetricsRegistry()); err != nil {
+			return err
+		}
 	}
 
 	h.httpsPort = caddyhttp.DefaultHTTPSPort
@@ -201,6 +223,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if r.Method == http.MethodConnect {
 		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("CONNECT is never proxied"))
 	}
+	if h.LivenessPath != "" && r.URL.Path == h.LivenessPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, "OK\n")
+		}
+		return nil
+	}
 	host, ok := CanonicalHost(r.Host)
 	if !ok {
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("invalid or missing Host '%s'", r.Host))
@@ -221,6 +252,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	}
 	proxy.setVars(r, tenant)
+	if h.scanners != nil {
+		h.scanners.mark(r)
+	}
 	if appLinks != nil && appLinks.serve(w, r) {
 		return nil
 	}
