@@ -85,13 +85,7 @@ func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 	bins, moduleDir := buildPebble(t)
 	dir := t.TempDir()
 
-	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	dns := exec.Command(filepath.Join(bins, "pebble-challtestsrv"),
-		"-dnsserver", dnsAddr, "-management", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	startProcess(t, dns, nil)
-	waitForDNS(t, dnsAddr)
+	dnsAddr, _ := startMockDNS(t)
 
 	acmePort, mgmtPort := freePort(t), freePort(t)
 	config := map[string]any{"pebble": map[string]any{
@@ -133,6 +127,23 @@ func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 	})
 	ca.waitReady(t)
 	return ca
+}
+
+// startMockDNS starts pebble-challtestsrv as a DNS server on loopback
+// that answers every A query with 127.0.0.1 and no AAAA, and returns its
+// address and the base URL of its management API (CNAME, CAA records).
+func startMockDNS(t testing.TB) (addr, management string) {
+	t.Helper()
+	bins, _ := buildPebble(t)
+	addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	management = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dns := exec.Command(filepath.Join(bins, "pebble-challtestsrv"),
+		"-dnsserver", addr, "-management", management,
+		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+	startProcess(t, dns, nil)
+	waitForDNS(t, addr)
+	return addr, "http://" + management
 }
 
 // startProcess starts cmd, feeds its output lines to onLine and stops

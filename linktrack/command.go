@@ -1,13 +1,20 @@
 package linktrack
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 )
 
@@ -32,8 +39,131 @@ forwards to, and the provider's own check of a tracking domain, which
 			}
 			providersCmd.Flags().Bool("json", false, "Print JSON")
 			cmd.AddCommand(providersCmd)
+
+			checkCmd := &cobra.Command{
+				Use:   "check <domain> --provider <name> [--region <region>] | --upstream <url> [--resolve <ip>] [--json]",
+				Short: "Checks a tracking domain: DNS, CAA, TLS, reachability, the provider's own check and HSTS",
+				Long: `
+Checks a tracking domain the way the email provider's "verify domain" button
+and the first click will see it:
+
+  dns       the CNAME, A and AAAA chain, and whether it points at the server
+  caa       whether CAA records allow Let's Encrypt or ZeroSSL to issue
+  tls       the certificate chain, names, expiry and key type
+  http      reachability over HTTP (old http:// links, ACME HTTP-01)
+  https     reachability over HTTPS
+  provider  the provider's own check, through the domain
+  hsts      HSTS includeSubDomains on the parent domain, which forces https
+
+Each check passes, warns or fails, with a one-line fix. The exit code is 1
+when any check fails. --resolve tests a server before DNS points at it.
+`,
+				Args: cobra.ExactArgs(1),
+				RunE: caddycmd.WrapCommandFuncForCobra(cmdCheck),
+			}
+			f := checkCmd.Flags()
+			f.String("provider", "", "The email provider")
+			f.String("region", "", "The provider's region")
+			f.String("upstream", "", "Any other origin, instead of a provider")
+			f.String("resolve", "", "Connect to this IP address instead of the one DNS gives")
+			f.String("dns-server", "", "DNS server (host:port); default: the first of /etc/resolv.conf")
+			f.Int("http-port", 80, "HTTP port of the server")
+			f.Int("https-port", 443, "HTTPS port of the server")
+			f.String("ca-file", "", "PEM file of extra trusted roots, for a private or test CA")
+			f.Duration("timeout", 10*time.Second, "Timeout of each network step")
+			f.Bool("json", false, "Print JSON")
+			cmd.AddCommand(checkCmd)
 		},
 	})
+}
+
+func cmdCheck(fl caddycmd.Flags) (int, error) {
+	domain, err := CanonicalDomain(fl.Arg(0))
+	if err != nil || strings.HasPrefix(domain, "*.") {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("domain: %v", err)
+	}
+	c := &domainCheck{
+		domain:    domain,
+		resolveIP: fl.String("resolve"),
+		dnsServer: fl.String("dns-server"),
+		httpPort:  fl.Int("http-port"),
+		httpsPort: fl.Int("https-port"),
+		timeout:   fl.Duration("timeout"),
+	}
+	var origin string
+	switch provider, upstream := fl.String("provider"), fl.String("upstream"); {
+	case provider != "" && upstream != "":
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--provider and --upstream are mutually exclusive")
+	case provider != "":
+		u, region, err := LookupOrigin(provider, fl.String("region"))
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		p, _ := LookupProvider(provider)
+		c.provider = &p
+		origin = fmt.Sprintf("%s %s → %s", provider, region, u)
+	case upstream != "":
+		u, err := ParseUpstream(upstream)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		origin = u.String()
+	default:
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--provider or --upstream is required")
+	}
+	if c.resolveIP != "" {
+		if _, err := netip.ParseAddr(c.resolveIP); err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--resolve: %v", err)
+		}
+	}
+	if c.dnsServer == "" {
+		conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		if err != nil || len(conf.Servers) == 0 {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("no DNS server: pass --dns-server (%v)", err)
+		}
+		c.dnsServer = net.JoinHostPort(conf.Servers[0], conf.Port)
+	}
+	if caFile := fl.String("ca-file"); caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ca-file: %v", err)
+		}
+		if c.roots, err = x509.SystemCertPool(); err != nil {
+			c.roots = x509.NewCertPool()
+		}
+		if !c.roots.AppendCertsFromPEM(pem) {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ca-file: no certificate in %s", caFile)
+		}
+	}
+
+	results := c.run(context.Background())
+	failures := 0
+	for _, r := range results {
+		if r.Status == checkFail {
+			failures++
+		}
+	}
+	failed := failures > 0
+	if fl.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "\t")
+		if err := enc.Encode(map[string]any{"domain": domain, "origin": origin, "ok": !failed, "checks": results}); err != nil {
+			return 1, err
+		}
+	} else {
+		fmt.Printf("%s (%s)\n", domain, origin)
+		for _, r := range results {
+			fmt.Printf("%-4s  %-8s  %s\n", strings.ToUpper(r.Status), r.Check, r.Detail)
+			if r.Fix != "" {
+				fmt.Printf("      %-8s  fix: %s\n", "", r.Fix)
+			}
+		}
+	}
+	if failed {
+		// Caddy's command wrapper exits 1 only with an error
+		return 1, fmt.Errorf("%d of %d checks failed", failures, len(results))
+	}
+	return 0, nil
 }
 
 // catalogRow is one provider and region of the catalog.
