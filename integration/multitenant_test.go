@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -232,6 +233,10 @@ func TestOnDemandTenants(t *testing.T) {
 		t.Errorf("misdirected requests reached the origin %d times", n)
 	}
 	metrics = r.metrics(t)
+	expiry := metricValue(metrics, "caddy_linktrack_certificate_expiry_seconds")
+	if expiry < 24*3600 {
+		t.Errorf("certificate expiry metric %v, want the days left of Pebble's 90-day certificates:\n%s", expiry, grepLines(metrics, "expiry"))
+	}
 	for _, want := range []string{
 		`caddy_linktrack_rejected_requests_total{reason="unknown_host"} 2`,
 		`caddy_linktrack_rejected_requests_total{reason="sni_mismatch"} 1`,
@@ -300,6 +305,19 @@ func scrapeMetrics(t testing.TB, adminPort int) string {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	return string(body)
+}
+
+// metricValue returns the value of an unlabelled metric, or -1.
+func metricValue(text, name string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if value, ok := strings.CutPrefix(line, name+" "); ok {
+			v, err := strconv.ParseFloat(value, 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
 }
 
 func grepLines(text, substr string) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/certmagic"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -115,6 +116,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.certs, err = watchCertificates(ctx, a); err != nil {
 		return err
 	}
+	if registry := ctx.GetMetricsRegistry(); registry != nil {
+		if err := registry.Register(a.certs); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return fmt.Errorf("registering certificate metrics: %v", err)
+			}
+		}
+	}
 	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -167,6 +176,11 @@ func (a *App) Start() error {
 	}
 	// tenants added on another node sharing the storage
 	a.watch(a.StorageRefreshInterval, func() bool { return a.storageChanged(a.ctx) }, a.reloadStorage)
+	a.stopped.Add(1)
+	go func() {
+		defer a.stopped.Done()
+		a.certs.scanStorage(a.ctx, a.stop)
+	}()
 	return nil
 }
 

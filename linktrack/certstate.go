@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/certmagic"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // certificateState is a tenant's certificate as the admin API shows it.
@@ -30,6 +31,7 @@ type certStates struct {
 	app      *App
 	mu       sync.Mutex
 	failures map[string]certFailure
+	notAfter map[string]time.Time // tenants' certificates seen, by name
 }
 
 type certFailure struct {
@@ -40,7 +42,7 @@ type certFailure struct {
 // watchCertificates subscribes to Caddy's certificate events. Event
 // handlers run in the emitter's goroutine, so they only record.
 func watchCertificates(ctx caddy.Context, a *App) (*certStates, error) {
-	c := &certStates{app: a, failures: make(map[string]certFailure)}
+	c := &certStates{app: a, failures: make(map[string]certFailure), notAfter: make(map[string]time.Time)}
 	mod, err := ctx.App("events")
 	if err != nil {
 		return nil, fmt.Errorf("loading events app: %v", err)
@@ -66,6 +68,11 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 	switch e.Name() {
 	case "cert_obtained":
 		delete(c.failures, name)
+		if path, ok := e.Data["certificate_path"].(string); ok {
+			if cert, err := c.loadCert(context.Background(), path); err == nil {
+				c.notAfter[name] = cert.NotAfter
+			}
+		}
 	case "cert_failed":
 		if s := c.app.snapshot(); s != nil {
 			if _, ok := s.lookup(name); ok {
@@ -75,6 +82,90 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 	}
 	return nil
 }
+
+// loadCert reads and parses a certificate from storage.
+func (c *certStates) loadCert(ctx context.Context, key string) (*x509.Certificate, error) {
+	raw, err := c.app.storage.Load(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no PEM", key)
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+// scanStorage records the expiry of every tenant certificate already in
+// storage, so that the expiry metric covers certificates obtained before
+// this config loaded. It stops early when the app stops.
+func (c *certStates) scanStorage(ctx context.Context, stop <-chan struct{}) {
+	issuers, err := c.app.storage.List(ctx, "certificates", false)
+	if err != nil {
+		return
+	}
+	for _, issuer := range issuers {
+		sites, err := c.app.storage.List(ctx, issuer, false)
+		if err != nil {
+			continue
+		}
+		for _, site := range sites {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := path.Base(site)
+			if _, ok := c.app.snapshot().lookup(name); !ok {
+				continue
+			}
+			cert, err := c.loadCert(ctx, certmagic.StorageKeys.SiteCert(path.Base(issuer), name))
+			if err != nil {
+				continue
+			}
+			c.mu.Lock()
+			if cert.NotAfter.After(c.notAfter[name]) {
+				c.notAfter[name] = cert.NotAfter
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// soonestExpiry returns the earliest expiry among the certificates of
+// domains still registered.
+func (c *certStates) soonestExpiry() (time.Time, bool) {
+	s := c.app.snapshot()
+	if s == nil {
+		return time.Time{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var soonest time.Time
+	for name, notAfter := range c.notAfter {
+		if _, ok := s.lookup(name); !ok {
+			continue // a removed tenant's certificate is not renewed on purpose
+		}
+		if soonest.IsZero() || notAfter.Before(soonest) {
+			soonest = notAfter
+		}
+	}
+	return soonest, !soonest.IsZero()
+}
+
+// Describe implements prometheus.Collector.
+func (c *certStates) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+// Collect implements prometheus.Collector: the time left until the
+// soonest expiry, or nothing while no tenant has a certificate.
+func (c *certStates) Collect(ch chan<- prometheus.Metric) {
+	if soonest, ok := c.soonestExpiry(); ok {
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, time.Until(soonest).Seconds())
+	}
+}
+
+var expiryDesc = prometheus.NewDesc("caddy_linktrack_certificate_expiry_seconds",
+	"Seconds until the soonest expiry among the tenants' certificates.", nil, nil)
 
 // state returns a domain's certificate state: the newest certificate
 // for it in storage, else its last failure, else none.
@@ -114,5 +205,8 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	return certificateState{Status: "none"}
 }
 
-// Interface guard
-var _ caddyevents.Handler = (*certStates)(nil)
+// Interface guards
+var (
+	_ caddyevents.Handler  = (*certStates)(nil)
+	_ prometheus.Collector = (*certStates)(nil)
+)
