@@ -345,3 +345,24 @@ func TestScannerAnnotation(t *testing.T) {
 		}
 	}
 }
+
+// TestPerTenantMetrics checks the opt-in per-tenant request counter,
+// and that no tenant label exists without it.
+func TestPerTenantMetrics(t *testing.T) {
+	for _, optIn := range []bool{true, false} {
+		opts := rigOptions{}
+		if optIn {
+			opts.linktrack = "per_tenant_metrics"
+		}
+		r := newRig(t, opts)
+		doRaw(t, r.rawClient(t), standin.RawRequest{Method: "GET", Target: "/ls/click"})
+		metrics := scrapeMetrics(t, r.adminPort)
+		want := `caddy_linktrack_tenant_requests_total{status_class="3xx",tenant="link.example.test"} 1`
+		if got := strings.Contains(metrics, want); got != optIn {
+			t.Errorf("per_tenant_metrics %v: series present %v:\n%s", optIn, got, grepLines(metrics, "caddy_linktrack"))
+		}
+		if !optIn && strings.Contains(metrics, "tenant=") {
+			t.Errorf("a tenant label exists without the opt-in:\n%s", grepLines(metrics, "tenant="))
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 //		apple_app_site_association <file>
 //		assetlinks    <file>
 //		liveness_path <path>
+//		per_tenant_metrics
 //		scanners {
 //			user_agents <substrings...>
 //			ranges_file <file>
@@ -120,6 +121,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseAppLink(d, &h.AppLinks); err != nil {
 				return err
 			}
+
+		case "per_tenant_metrics":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.PerTenantMetrics = true
 
 		case "liveness_path":
 			if !d.NextArg() {

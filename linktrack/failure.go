@@ -28,7 +28,7 @@ const statusClientClosedRequest = 499
 // timed-out dial, TLS failure, connection closed). A request body is
 // never replayed: the transport retries only requests it has not begun
 // to send.
-func (p *originProxy) failure(r *http.Request, tenant string, duration time.Duration, err error) error {
+func (p *originProxy) failure(r *http.Request, tenant string, duration time.Duration, err error) (int, error) {
 	status, slug, cause := classifyFailure(r, err)
 	p.metrics.errors(slug).Inc()
 	p.metrics.requests[status/100].Inc()
@@ -45,7 +45,7 @@ func (p *originProxy) failure(r *http.Request, tenant string, duration time.Dura
 			zap.Error(err),
 		)
 	}
-	return caddyhttp.Error(status, err)
+	return status, caddyhttp.Error(status, err)
 }
 
 // classifyFailure maps a round-trip error to the client's status, a

@@ -97,12 +97,18 @@ type Handler struct {
 	// Default: none.
 	Scanners *Scanners `json:"scanners,omitempty"`
 
+	// Count requests per tenant in caddy_linktrack_tenant_requests_total,
+	// labelled by tenant. Each tenant adds series, so this suits small
+	// deployments. Default: false.
+	PerTenantMetrics bool `json:"per_tenant_metrics,omitempty"`
+
 	origin    *url.URL
 	region    string
 	proxy     *originProxy
 	app       *App // registry mode
 	rejected  *prometheus.CounterVec
 	scanners  *scannerDetector
+	byTenant  *prometheus.CounterVec
 	httpsPort int
 	appLinks  *appLinkFiles
 }
@@ -125,6 +131,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("max_body_size must be positive, got %d", h.MaxBodySize)
 	}
 
+	if h.PerTenantMetrics {
+		var err error
+		if h.byTenant, err = newTenantRequests(ctx.GetMetricsRegistry()); err != nil {
+			return err
+		}
+	}
 	if h.LivenessPath != "" && !strings.HasPrefix(h.LivenessPath, "/") {
 		return fmt.Errorf("liveness_path '%s' must begin with '/'", h.LivenessPath)
 	}
@@ -262,7 +274,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes exceeds max_body_size %d", r.ContentLength, h.MaxBodySize))
 	}
-	return proxy.forward(w, r, host, tenant, h.MaxBodySize)
+	status, err := proxy.forward(w, r, host, tenant, h.MaxBodySize)
+	if h.byTenant != nil {
+		h.byTenant.WithLabelValues(tenant, statusClass(status)).Inc()
+	}
+	return err
 }
 
 // tenant returns the registry entry for the request's host. An unknown

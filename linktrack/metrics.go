@@ -100,7 +100,7 @@ func newProxyMetrics(registry *prometheus.Registry, provider, region string) (*p
 		region:   region,
 	}
 	for class := 1; class < len(m.requests); class++ {
-		m.requests[class] = requests.WithLabelValues(provider, region, strconv.Itoa(class)+"xx")
+		m.requests[class] = requests.WithLabelValues(provider, region, statusClass(class*100))
 	}
 	return m, nil
 }
@@ -114,6 +114,23 @@ func newRejections(registry *prometheus.Registry) (*prometheus.CounterVec, error
 		Name:      "rejected_requests_total",
 		Help:      "Requests answered locally with 421 and never forwarded, by reason.",
 	}, []string{"reason"}))
+}
+
+// newTenantRequests returns the opt-in per-tenant request counter.
+func newTenantRequests(registry *prometheus.Registry) (*prometheus.CounterVec, error) {
+	return register(registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "linktrack",
+		Name:      "tenant_requests_total",
+		Help:      "Requests forwarded, by tenant and status class (opt-in: per_tenant_metrics).",
+	}, []string{"tenant", "status_class"}))
+}
+
+func statusClass(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status/100) + "xx"
 }
 
 // register registers c, or returns the collector already registered

@@ -126,13 +126,14 @@ func (p *originProxy) setVars(r *http.Request, tenant string) {
 
 // forward sends the request to the origin with Host set to the tracking
 // domain host, and copies the origin's response back unchanged. tenant
-// names the registered domain in logs.
-func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) error {
+// names the registered domain in logs. It returns the status the client
+// got.
+func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) (int, error) {
 	start := time.Now()
 	res, err := p.transport.RoundTrip(p.outgoingRequest(w, r, host, maxBodySize))
 	if err != nil {
 		return p.failure(r, tenant, time.Since(start), err)
 	}
 	p.metrics.observe(res.StatusCode, time.Since(start))
-	return p.writeResponse(w, res)
+	return res.StatusCode, p.writeResponse(w, res)
 }
