@@ -115,6 +115,24 @@ https://example.test {
 		}
 	}
 
+	// DNS points elsewhere: --resolve tests this server anyway, and the
+	// DNS check warns
+	dnsRecord(t, management, "/add-a", `{"Host": "edge.platform.test.", "Addresses": ["192.0.2.10"]}`)
+	resolved, _ := caddyCmd(t, "linktrack", "check", "link.example.test", "--provider", "customerio", "--region", "us",
+		"--dns-server", dnsAddr, "--http-port", strconv.Itoa(r.httpPort), "--https-port", strconv.Itoa(r.httpsPort),
+		"--ca-file", caFile, "--resolve", "127.0.0.1", "--json").Output()
+	var ro checkOutput
+	if err := json.Unmarshal(resolved, &ro); err != nil {
+		t.Fatalf("--resolve output %s: %v", resolved, err)
+	}
+	if status, detail := ro.status("dns"); status != "warn" || !strings.Contains(detail, "A 192.0.2.10 (not 127.0.0.1, the server tested)") {
+		t.Errorf("--resolve dns: %s %q", status, detail)
+	}
+	if status, detail := ro.status("provider"); status != "pass" {
+		t.Errorf("--resolve provider: %s %q; the server at 127.0.0.1 should have been tested", status, detail)
+	}
+	dnsRecord(t, management, "/clear-a", `{"Host": "edge.platform.test."}`)
+
 	// a CAA record that excludes Let's Encrypt, and a wrong answer to
 	// the provider's check: both fail, with a fix, and the exit code is 1
 	dnsRecord(t, management, "/clear-caa", `{"Host": "example.test."}`)
