@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -52,6 +53,53 @@ func TestReadmeJSON(t *testing.T) {
 		cmd.Dir = ".."
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("README JSON block %d is not a valid config: %v\n%s", i+1, err, out)
+		}
+	}
+}
+
+// TestReadmeSyntaxMatchesDocs checks that the README's syntax blocks
+// are the ones in the UnmarshalCaddyfile doc comments, which become the
+// module docs.
+func TestReadmeSyntaxMatchesDocs(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ file, first string }{
+		{"caddyfile.go", "linktrack [<provider> [<region>]] {"},
+		{"app_caddyfile.go", "linktrack {"},
+	} {
+		src, err := os.ReadFile(filepath.Join("..", "linktrack", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var block []string
+		in := false
+		for _, line := range strings.Split(string(src), "\n") {
+			text, ok := strings.CutPrefix(line, "//\t")
+			if ok && text == tc.first {
+				in = true
+			}
+			if !in {
+				continue
+			}
+			if line == "//" {
+				text, ok = "", true // a blank line inside the block
+			}
+			if !ok {
+				break
+			}
+			block = append(block, text)
+			if text == "}" {
+				break
+			}
+		}
+		if len(block) < 3 {
+			t.Fatalf("%s: no syntax block starting %q", tc.file, tc.first)
+		}
+		want := "```\n" + strings.Join(block, "\n") + "\n```"
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README lacks the syntax block of %s:\n%s", tc.file, want)
 		}
 	}
 }
