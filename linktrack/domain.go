@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -25,9 +26,12 @@ var domainProfile = idna.New(
 // (`*.clicks.example.com`). IP addresses, ports, paths and other
 // wildcard forms are rejected.
 func CanonicalDomain(name string) (string, error) {
-	raw := strings.TrimSuffix(strings.TrimSpace(name), ".")
+	raw := strings.TrimRight(strings.TrimSpace(name), ".")
 	if raw == "" {
 		return "", fmt.Errorf("domain is empty")
+	}
+	if !utf8.ValidString(raw) {
+		return "", fmt.Errorf("'%s' is not valid UTF-8", name)
 	}
 	if _, err := netip.ParseAddr(strings.Trim(raw, "[]")); err == nil {
 		return "", fmt.Errorf("'%s' is an IP address; tenants are domain names", name)
@@ -51,6 +55,12 @@ func CanonicalDomain(name string) (string, error) {
 	}
 	if !strings.Contains(ascii, ".") {
 		return "", fmt.Errorf("'%s' has a single label; a tracking domain has at least two", name)
+	}
+	if strings.Contains(ascii, "..") || strings.HasPrefix(ascii, ".") {
+		return "", fmt.Errorf("'%s' has an empty label", name)
+	}
+	if last := ascii[strings.LastIndexByte(ascii, '.')+1:]; strings.Trim(last, "0123456789") == "" {
+		return "", fmt.Errorf("'%s' ends in a numeric label; it is not a domain name", name)
 	}
 	if wildcard {
 		return "*." + ascii, nil

@@ -30,6 +30,11 @@ func TestCanonicalDomain(t *testing.T) {
 		{in: "https://link.example.com", wantErr: "no scheme, port or path"},
 		{in: "link.example.com/x", wantErr: "no scheme, port or path"},
 		{in: "bad_name.example.com", wantErr: "not a valid domain name"},
+		{in: "0.0\xbc0", wantErr: "not valid UTF-8"},
+		{in: "0000..", wantErr: "single label"},
+		{in: "a..example.com", wantErr: "not a valid domain name"},
+		{in: "a.b.123", wantErr: "numeric label"},
+		{in: "link.example.com..", want: "link.example.com"},
 		{in: "-lead.example.com", wantErr: "not a valid domain name"},
 		{in: strings.Repeat("a", 64) + ".example.com", wantErr: "not a valid domain name"},
 	} {

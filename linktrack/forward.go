@@ -182,8 +182,11 @@ func CanonicalHost(hostport string) (string, bool) {
 		host = host[:end+1]
 	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
 		host = host[:i]
+		if strings.Contains(host, ":") {
+			return "", false // a name has no ':' outside IPv6 brackets
+		}
 	}
-	host = strings.TrimSuffix(host, ".")
+	host = strings.TrimRight(host, ".")
 	if host == "" {
 		return "", false
 	}

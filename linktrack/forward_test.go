@@ -21,6 +21,10 @@ func TestCanonicalHost(t *testing.T) {
 		{"", "", false},
 		{":443", "", false},
 		{"[::1", "", false},
+		{"..", "", false},
+		{"::", "", false},
+		{"a:b:443", "", false},
+		{"link.example.com..", "link.example.com", true},
 	} {
 		got, ok := CanonicalHost(tc.in)
 		if got != tc.want || ok != tc.ok {
