@@ -17,6 +17,13 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
+// clientBodyError is a failure to read the client's request body: the
+// client's fault, not the origin's.
+type clientBodyError struct{ err error }
+
+func (e clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e clientBodyError) Unwrap() error { return e.err }
+
 // statusClientClosedRequest is the non-standard status Caddy uses when
 // the client went away before the origin answered.
 const statusClientClosedRequest = 499
@@ -30,10 +37,12 @@ const statusClientClosedRequest = 499
 // to send.
 func (p *originProxy) failure(r *http.Request, tenant string, duration time.Duration, err error) (int, error) {
 	status, slug, cause := classifyFailure(r, err)
-	p.metrics.errors(slug).Inc()
+	if status >= http.StatusInternalServerError {
+		p.metrics.errors(slug).Inc()
+	}
 	p.metrics.requests[status/100].Inc()
 	level := zapcore.ErrorLevel
-	if status == statusClientClosedRequest || status == http.StatusRequestEntityTooLarge {
+	if status < http.StatusInternalServerError {
 		level = zapcore.DebugLevel
 	}
 	if c := p.logger.Check(level, "origin request failed"); c != nil {
@@ -57,6 +66,10 @@ func classifyFailure(r *http.Request, err error) (int, string, string) {
 	}
 	if errors.Is(r.Context().Err(), context.Canceled) {
 		return statusClientClosedRequest, "client_closed", "client closed the request"
+	}
+	var bodyErr clientBodyError
+	if errors.As(err, &bodyErr) {
+		return http.StatusBadRequest, "bad_request_body", "client sent a malformed request body"
 	}
 
 	var dialErr reverseproxy.DialError

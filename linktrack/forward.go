@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -43,9 +44,24 @@ func (p *originProxy) outgoingRequest(w http.ResponseWriter, r *http.Request, ho
 		// send on a stale keep-alive connection (golang/go#16036)
 		out.Body = nil
 	default:
-		out.Body = http.MaxBytesReader(w, r.Body, maxBodySize)
+		out.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, maxBodySize)}
 	}
 	return out
+}
+
+// clientBody remembers why reading the client's body failed, so that a
+// malformed or oversized body is told apart from an origin failure.
+type clientBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // originURL points the request-target at the origin while keeping the

@@ -130,8 +130,12 @@ func (p *originProxy) setVars(r *http.Request, tenant string) {
 // got.
 func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) (int, error) {
 	start := time.Now()
-	res, err := p.transport.RoundTrip(p.outgoingRequest(w, r, host, maxBodySize))
+	out := p.outgoingRequest(w, r, host, maxBodySize)
+	res, err := p.transport.RoundTrip(out)
 	if err != nil {
+		if body, ok := out.Body.(*clientBody); ok && body.err != nil {
+			err = clientBodyError{body.err}
+		}
 		return p.failure(r, tenant, time.Since(start), err)
 	}
 	p.metrics.observe(res.StatusCode, time.Since(start))
