@@ -127,7 +127,14 @@ func assertServing(t *testing.T, r *rig) {
 	if err != nil || res.Status != 302 {
 		t.Fatalf("the server stopped serving: %v %v", err, res)
 	}
-	if rec, err := r.origin.Next(5 * time.Second); err != nil || rec.Target != "/after" {
-		t.Fatalf("the good request did not reach the origin: %v %v", err, rec)
+	// earlier requests cut short may still be queued before it
+	for {
+		rec, err := r.origin.Next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("the good request did not reach the origin: %v", err)
+		}
+		if rec.Target == "/after" {
+			return
+		}
 	}
 }
