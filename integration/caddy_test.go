@@ -173,6 +173,12 @@ func (p *caddyProcess) logEntries(msg string) ([]map[string]any, <-chan struct{}
 	return entries, p.changed
 }
 
+// logEntriesNamed returns the entries logged so far with the message msg.
+func (p *caddyProcess) logEntriesNamed(msg string) []map[string]any {
+	entries, _ := p.logEntries(msg)
+	return entries
+}
+
 // waitLog returns the first entry with the message msg for which match
 // returns true, waiting for Caddy to write it: a response can reach the
 // client before the log line is read from Caddy's stderr.

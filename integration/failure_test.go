@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"strings"
@@ -186,6 +187,58 @@ func TestFailures(t *testing.T) {
 			t.Errorf("body under the cap: %v, status %v", err, res)
 		}
 	})
+}
+
+// TestOriginFaultsMidResponse: an origin that resets or goes silent in
+// the middle of a body gets the client's connection aborted, not a
+// response that looks complete, and the server keeps serving.
+func TestOriginFaultsMidResponse(t *testing.T) {
+	r := newRig(t, rigOptions{linktrack: "read_timeout 1s"})
+	body := bytes.Repeat([]byte("x"), 100_000)
+	for _, tc := range []struct {
+		name string
+		res  standin.Response
+	}{
+		{"resets mid-body", standin.Response{Status: 200, Body: body, CutAfter: 1000}},
+		{"hangs mid-body", standin.Response{Status: 200, Body: body, CutAfter: 1000, HangAfterCut: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r.respond(tc.res)
+			c := r.rawClient(t)
+			res, err := c.Do(standin.RawRequest{Method: "GET", Target: "/big", Host: trackingDomain}, 30*time.Second)
+			if err == nil && len(res.Body) == len(body) {
+				t.Fatalf("the client got a complete body from an origin that cut it")
+			}
+			r.caddy.waitLog(t, "aborting incomplete response from origin", nil)
+			r.respond(redirectResponse())
+			assertServing(t, r)
+		})
+	}
+}
+
+// TestOriginRecovers: while the origin refuses connections clicks get
+// 502; once it listens again they are served, with no restart.
+func TestOriginRecovers(t *testing.T) {
+	port := freePort(t)
+	dir := t.TempDir()
+	ca, caFile := newTestCA(t, dir)
+	r := newRig(t, rigOptions{upstream: fmt.Sprintf("https://localhost:%d", port), linktrack: "tls_trust_pool file " + caFile})
+	if status := getStatus(t, r, "/ls/click"); status != 502 {
+		t.Fatalf("origin down: status %d, want 502", status)
+	}
+	leaf, err := ca.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin, err := standin.Start(standin.Config{Certificate: &leaf.TLS, Addr: fmt.Sprintf("127.0.0.1:%d", port),
+		Respond: func(*standin.Received) standin.Response { return redirectResponse() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	if status := getStatus(t, r, "/ls/click"); status != 302 {
+		t.Errorf("origin back: status %d, want its 302", status)
+	}
 }
 
 func TestUnresolvableProviderOrigin(t *testing.T) {

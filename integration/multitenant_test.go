@@ -284,8 +284,24 @@ func TestTenantsFileReload(t *testing.T) {
 	if res, err := r.get("", "ok.brand.test", nil); err != nil || res.Status != 421 {
 		t.Errorf("tenant of the rejected file: %v %v; want 421", err, res)
 	}
+	// a deleted file: the registry in use stays too
+	if err := os.Remove(r.tenantsFile); err != nil {
+		t.Fatal(err)
+	}
+	r.caddy.waitLog(t, "tenants file rejected; keeping the registry in use", func(e map[string]any) bool {
+		return strings.Contains(fmt.Sprint(e["error"]), "no such file")
+	})
+	if res, err := r.get("", "new.brand.test", nil); err != nil || res.Status != 302 {
+		t.Errorf("tenant of the good registry after the file was deleted: %v %v", err, res)
+	}
+	// the absence is reported once, not every check: a valid file again
+	// is the next thing the log says about it
+	writeTenantsFile(t, r.tenantsFile, "back.brand.test")
+	r.caddy.waitLog(t, "tenant registry loaded", func(e map[string]any) bool {
+		return e["cause"] == "tenants_file" && e["tenants"] == float64(1) && len(r.caddy.logEntriesNamed("tenants file rejected; keeping the registry in use")) == 2
+	})
 	metrics := r.metrics(t)
-	if !strings.Contains(metrics, `caddy_linktrack_registry_reloads_total{result="error",source="tenants_file"} 1`) {
+	if !strings.Contains(metrics, `caddy_linktrack_registry_reloads_total{result="error",source="tenants_file"} 2`) {
 		t.Errorf("rejection not counted; metrics:\n%s", grepLines(metrics, "linktrack"))
 	}
 }

@@ -28,6 +28,7 @@ const (
 	DefaultMaxBodySize           = 10 << 20
 	DefaultMaxIdleConnsPerHost   = 128
 	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultReadTimeout           = 60 * time.Second
 )
 
 // Handler proxies tracking requests to an email provider's tracking
@@ -69,8 +70,9 @@ type Handler struct {
 	// only (`versions 1.1`, so repeated Cookie lines stay separate),
 	// compression off (no Accept-Encoding is injected and nothing is
 	// decompressed), 128 idle connections per host, a 30s response
-	// header timeout, and TLS enabled for https origins. Dial timeout:
-	// 3s.
+	// header timeout, a 60s read timeout (an origin silent that long in
+	// the middle of a body is cut off, like nginx's proxy_read_timeout),
+	// and TLS enabled for https origins. Dial timeout: 3s.
 	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
 
 	// The largest request body forwarded, in bytes. A larger request

@@ -93,6 +93,9 @@ func transportWithDefaults(origin *url.URL, configured *reverseproxy.HTTPTranspo
 	if t.ResponseHeaderTimeout == 0 {
 		t.ResponseHeaderTimeout = caddy.Duration(DefaultResponseHeaderTimeout)
 	}
+	if t.ReadTimeout == 0 {
+		t.ReadTimeout = caddy.Duration(DefaultReadTimeout)
+	}
 	switch origin.Scheme {
 	case "https":
 		if t.TLS == nil {

@@ -84,15 +84,16 @@ type tenantsFile struct {
 	size    int64
 	sum     [sha256.Size]byte
 	read1   bool // read successfully at least once
+	missing bool // the file was missing at the last check
 }
 
 // changed reports whether the file may differ from what was last read.
 func (f *tenantsFile) changed() bool {
 	info, err := os.Stat(f.path)
 	if err != nil {
-		return true // let read report it
+		return !f.missing // report a missing file once
 	}
-	return !info.ModTime().Equal(f.modTime) || info.Size() != f.size
+	return f.missing || !info.ModTime().Equal(f.modTime) || info.Size() != f.size
 }
 
 // read reads and decodes the file. It returns nil tenants if the
@@ -115,7 +116,7 @@ func (f *tenantsFile) read() ([]Tenant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decoding %s: %v", f.path, err)
 	}
-	f.modTime, f.size, f.sum, f.read1 = info.ModTime(), info.Size(), sum, true
+	f.modTime, f.size, f.sum, f.read1, f.missing = info.ModTime(), info.Size(), sum, true, false
 	return tenants, nil
 }
 
@@ -134,9 +135,12 @@ func (a *App) reloadFile() {
 	}
 	if err != nil {
 		*a.file = previous
-		// remember the broken version so it is not re-read every tick
+		// remember the broken version, or the file's absence, so that it
+		// is not re-read and reported every tick
 		if info, statErr := os.Stat(a.file.path); statErr == nil {
-			a.file.modTime, a.file.size = info.ModTime(), info.Size()
+			a.file.modTime, a.file.size, a.file.missing = info.ModTime(), info.Size(), false
+		} else {
+			a.file.missing = true
 		}
 		a.metrics.reloads.WithLabelValues("tenants_file", "error").Inc()
 		a.logger.Error("tenants file rejected; keeping the registry in use",

@@ -81,6 +81,12 @@ type Response struct {
 	// CloseWithoutResponse makes the origin read the request fully and then
 	// close the connection without writing anything.
 	CloseWithoutResponse bool
+
+	// CutAfter, if positive, sends the head, which declares the whole
+	// body, and only this many bytes of the body; then the connection is
+	// closed, or held open without another byte when HangAfterCut is set.
+	CutAfter     int
+	HangAfterCut bool
 }
 
 // Config configures an Origin.
@@ -323,8 +329,11 @@ func (o *Origin) serveConn(raw net.Conn, id int) {
 		case resp.CloseWithoutResponse:
 			return
 		}
-		closing := next == answerAndClose || resp.NoContentLength || hasToken(resp.Headers, "Connection", "close")
+		closing := next == answerAndClose || resp.NoContentLength || hasToken(resp.Headers, "Connection", "close") || resp.CutAfter > 0
 		if err := writeResponse(bw, r.Method, &resp, closing); err != nil || closing {
+			if resp.CutAfter > 0 && resp.HangAfterCut {
+				<-o.done
+			}
 			return
 		}
 	}
@@ -504,6 +513,9 @@ func writeResponse(bw *bufio.Writer, method string, resp *Response, closeAfter b
 		body := resp.Body
 		if resp.Chunked {
 			body = appendChunked(nil, resp.Body, resp.Trailers)
+		}
+		if resp.CutAfter > 0 && resp.CutAfter < len(body) {
+			body = body[:resp.CutAfter]
 		}
 		if _, err := bw.Write(body); err != nil {
 			return fmt.Errorf("standin: write response body: %w", err)
