@@ -143,6 +143,22 @@ func TestFailures(t *testing.T) {
 		failureLog(t, r, "upstream", "", fmt.Sprintf("https://localhost:%d", r.origin.Port()), "origin certificate is signed by an untrusted authority")
 	})
 
+	t.Run("origin certificate expired", func(t *testing.T) {
+		r := newRig(t, rigOptions{originExpired: true})
+		if status := getStatus(t, r, "/ls/click"); status != 502 {
+			t.Errorf("status %d, want 502", status)
+		}
+		e := r.caddy.waitLog(t, "origin request failed", func(e map[string]any) bool {
+			return strings.HasPrefix(fmt.Sprint(e["cause"]), "origin certificate is invalid")
+		})
+		if !strings.Contains(fmt.Sprint(e["cause"]), "expired") {
+			t.Errorf("cause %q does not say the certificate expired", e["cause"])
+		}
+		if n := r.origin.Count(); n != 0 {
+			t.Errorf("origin received %d requests over a connection that failed verification", n)
+		}
+	})
+
 	t.Run("request body is never replayed", func(t *testing.T) {
 		r := newRig(t, rigOptions{})
 		r.respond(standin.Response{CloseWithoutResponse: true})

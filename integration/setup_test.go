@@ -56,6 +56,8 @@ type rigOptions struct {
 	// originCA, when set, signs the origin's certificate instead of
 	// the rig's CA.
 	originCA *standin.CA
+	// originExpired gives the origin a certificate that has expired.
+	originExpired bool
 }
 
 // newRig starts a stand-in origin and a Caddy proxying to it.
@@ -77,11 +79,23 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 	if names == nil {
 		names = []string{"localhost"}
 	}
-	r.origin = startOrigin(t, signer, names, func(*standin.Received) standin.Response {
+	respond := func(*standin.Received) standin.Response {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.response
-	})
+	}
+	if opts.originExpired {
+		leaf, err := ca.IssueExpired(names...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.origin, err = standin.Start(standin.Config{Certificate: &leaf.TLS, Respond: respond}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.origin.Close() })
+	} else {
+		r.origin = startOrigin(t, signer, names, respond)
+	}
 
 	site, err := ca.Issue(trackingDomain)
 	if err != nil {

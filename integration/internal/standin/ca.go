@@ -78,6 +78,16 @@ func NewCA(commonName string) (*CA, error) {
 // allowed) and a DNS name SAN otherwise. The first name is also the
 // subject common name. The validity matches the CA's.
 func (ca *CA) Issue(names ...string) (*Leaf, error) {
+	return ca.issue(ca.Cert.NotBefore, ca.Cert.NotAfter, names)
+}
+
+// IssueExpired is Issue for a certificate that expired a day ago.
+func (ca *CA) IssueExpired(names ...string) (*Leaf, error) {
+	now := time.Now()
+	return ca.issue(now.Add(-48*time.Hour), now.Add(-24*time.Hour), names)
+}
+
+func (ca *CA) issue(notBefore, notAfter time.Time, names []string) (*Leaf, error) {
 	if len(names) == 0 {
 		return nil, errors.New("standin: issue: no names given")
 	}
@@ -92,8 +102,8 @@ func (ca *CA) Issue(names ...string) (*Leaf, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    ca.Cert.NotBefore,
-		NotAfter:     ca.Cert.NotAfter,
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
