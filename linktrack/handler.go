@@ -238,12 +238,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("CONNECT is never proxied"))
 	}
 	if h.LivenessPath != "" && r.URL.Path == h.LivenessPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		if r.Method == http.MethodGet {
-			_, _ = io.WriteString(w, "OK\n")
-		}
+		serveLiveness(w, r)
 		return nil
 	}
 	host, ok := CanonicalHost(r.Host)
@@ -304,6 +299,16 @@ func (h *Handler) tenant(r *http.Request, host string) (tenantKey, entry, error)
 		}
 	}
 	return key, e, nil
+}
+
+// serveLiveness answers a load balancer's liveness check locally.
+func serveLiveness(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = io.WriteString(w, "OK\n")
+	}
 }
 
 // redirectToHTTPS answers a plain-HTTP request with a permanent redirect
