@@ -19,6 +19,10 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
+// DefaultIssuanceCooldown is the first delay before a new order for a
+// name whose issuance failed.
+const DefaultIssuanceCooldown = 5 * time.Minute
+
 // DefaultFileCheckInterval is how often the tenants file is checked for
 // changes when file_check_interval is not set.
 const DefaultFileCheckInterval = 2 * time.Second
@@ -42,6 +46,15 @@ type App struct {
 
 	// How often the tenants file is checked for changes. Default: `2s`.
 	FileCheckInterval caddy.Duration `json:"file_check_interval,omitempty"`
+
+	// After a tenant's certificate fails to be issued, no new order is
+	// placed for its name until this delay has passed; the delay doubles
+	// with each further failure, up to 1h. certmagic itself would retry
+	// at every click, burning the CA's failed-validation allowance (5 per
+	// name per hour at Let's Encrypt). A longer first delay than
+	// certmagic's first retry (1m) lets the cooldown end that retry too.
+	// Default: `5m`.
+	IssuanceCooldown caddy.Duration `json:"issuance_cooldown,omitempty"`
 
 	// How often the tenants kept in Caddy's storage are re-read. Tenants
 	// added through the admin API are kept there, so that every node
@@ -104,6 +117,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.FileCheckInterval < 0 {
 		return fmt.Errorf("file_check_interval must be positive")
+	}
+	if a.IssuanceCooldown == 0 {
+		a.IssuanceCooldown = caddy.Duration(DefaultIssuanceCooldown)
+	}
+	if a.IssuanceCooldown < 0 {
+		return fmt.Errorf("issuance_cooldown must be positive")
 	}
 	if a.StorageRefreshInterval == 0 {
 		a.StorageRefreshInterval = caddy.Duration(DefaultStorageRefreshInterval)

@@ -22,6 +22,7 @@ import (
 //		tenants_file <path>
 //		file_check_interval <duration>
 //		storage_refresh_interval <duration>
+//		issuance_cooldown <duration>
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -110,7 +111,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "file_check_interval", "storage_refresh_interval":
+		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown":
 			field := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -119,10 +120,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || interval <= 0 {
 				return d.Errf("invalid %s '%s': must be a positive duration", field, d.Val())
 			}
-			if field == "file_check_interval" {
+			switch field {
+			case "file_check_interval":
 				a.FileCheckInterval = caddy.Duration(interval)
-			} else {
+			case "storage_refresh_interval":
 				a.StorageRefreshInterval = caddy.Duration(interval)
+			default:
+				a.IssuanceCooldown = caddy.Duration(interval)
 			}
 			if d.NextArg() {
 				return d.ArgErr()

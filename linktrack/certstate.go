@@ -17,12 +17,14 @@ import (
 
 // certificateState is a tenant's certificate as the admin API shows it.
 type certificateState struct {
-	// none, valid, expired, error; per_name for a wildcard tenant,
-	// whose names each get their own certificate.
+	// none, valid, expired; pending after a failed issuance, with the
+	// error and the time of the next try; per_name for a wildcard
+	// tenant, whose names each get their own certificate.
 	Status   string     `json:"status"`
 	NotAfter *time.Time `json:"not_after,omitempty"`
 	Error    string     `json:"error,omitempty"`
 	FailedAt *time.Time `json:"failed_at,omitempty"`
+	NextTry  *time.Time `json:"next_try,omitempty"`
 }
 
 // certStates remembers the last failure to obtain a certificate for each
@@ -32,23 +34,31 @@ type certStates struct {
 	mu       sync.Mutex
 	failures map[string]certFailure
 	notAfter map[string]time.Time // tenants' certificates seen, by name
+	cooldown time.Duration        // after a first failure; it doubles up to maxCooldown
 }
 
+// maxCooldown caps the delay between orders for a name that keeps failing.
+const maxCooldown = time.Hour
+
+// certFailure is a name's last failed issuance, and when the next order
+// may be placed.
 type certFailure struct {
-	err string
-	at  time.Time
+	err   string
+	at    time.Time
+	delay time.Duration
+	next  time.Time
 }
 
 // watchCertificates subscribes to Caddy's certificate events. Event
 // handlers run in the emitter's goroutine, so they only record.
 func watchCertificates(ctx caddy.Context, a *App) (*certStates, error) {
-	c := &certStates{app: a, failures: make(map[string]certFailure), notAfter: make(map[string]time.Time)}
+	c := &certStates{app: a, failures: make(map[string]certFailure), notAfter: make(map[string]time.Time), cooldown: time.Duration(a.IssuanceCooldown)}
 	mod, err := ctx.App("events")
 	if err != nil {
 		return nil, fmt.Errorf("loading events app: %v", err)
 	}
 	events := mod.(*caddyevents.App)
-	for _, name := range []string{"cert_failed", "cert_obtained"} {
+	for _, name := range []string{"cert_failed", "cert_obtained", "cert_obtaining"} {
 		if err := events.On(name, c); err != nil {
 			return nil, fmt.Errorf("subscribing to %s: %v", name, err)
 		}
@@ -66,6 +76,15 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch e.Name() {
+	case "cert_obtaining":
+		// certmagic retries a failed order for minutes, and asks the
+		// permission module only before the first try: end the retries
+		// of a name in cooldown here
+		if f, ok := c.failures[name]; ok && time.Now().Before(f.next) {
+			return fmt.Errorf("%w: %w", caddy.ErrEventAborted, certmagic.ErrNoRetry{
+				Err: fmt.Errorf("'%s' is in cooldown after a failed issuance until %s", name, f.next.Format(time.RFC3339)),
+			})
+		}
 	case "cert_obtained":
 		delete(c.failures, name)
 		if path, ok := e.Data["certificate_path"].(string); ok {
@@ -76,7 +95,11 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 	case "cert_failed":
 		if s := c.app.snapshot(); s != nil {
 			if _, ok := s.lookup(name); ok {
-				c.failures[name] = certFailure{err: fmt.Sprint(e.Data["error"]), at: e.Timestamp()}
+				delay := c.cooldown
+				if prior, ok := c.failures[name]; ok {
+					delay = min(2*prior.delay, maxCooldown)
+				}
+				c.failures[name] = certFailure{err: fmt.Sprint(e.Data["error"]), at: e.Timestamp(), delay: delay, next: e.Timestamp().Add(delay)}
 			}
 		}
 	}
@@ -130,6 +153,15 @@ func (c *certStates) scanStorage(ctx context.Context, stop <-chan struct{}) {
 			c.mu.Unlock()
 		}
 	}
+}
+
+// inCooldown reports whether no order may be placed for name yet, and
+// until when.
+func (c *certStates) inCooldown(name string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.failures[name]
+	return f.next, ok && time.Now().Before(f.next)
 }
 
 // soonestExpiry returns the earliest expiry among the certificates of
@@ -200,7 +232,7 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	failure, failed := c.failures[domain]
 	c.mu.Unlock()
 	if failed {
-		return certificateState{Status: "error", Error: failure.err, FailedAt: &failure.at}
+		return certificateState{Status: "pending", Error: failure.err, FailedAt: &failure.at, NextTry: &failure.next}
 	}
 	return certificateState{Status: "none"}
 }

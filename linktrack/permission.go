@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -78,6 +79,11 @@ func (p *Permission) check(name string) error {
 	}
 	if _, ok := s.lookup(host); !ok {
 		return fmt.Errorf("%w: '%s' is not a tenant", caddytls.ErrPermissionDenied, name)
+	}
+	if p.app.certs != nil {
+		if until, cooling := p.app.certs.inCooldown(host); cooling {
+			return fmt.Errorf("%w: '%s' is in cooldown after a failed issuance until %s", caddytls.ErrPermissionDenied, name, until.Format(time.RFC3339))
+		}
 	}
 	return nil
 }
