@@ -11,7 +11,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/certmagic"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -135,13 +134,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.certs, err = watchCertificates(ctx, a); err != nil {
 		return err
 	}
-	if registry := ctx.GetMetricsRegistry(); registry != nil {
-		if err := registry.Register(a.certs); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return fmt.Errorf("registering certificate metrics: %v", err)
-			}
-		}
+	if _, err := register(ctx.GetMetricsRegistry(), a.certs); err != nil {
+		return fmt.Errorf("registering certificate metrics: %v", err)
 	}
 	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err

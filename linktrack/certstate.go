@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,7 +203,7 @@ var expiryDesc = prometheus.NewDesc("caddy_linktrack_certificate_expiry_seconds"
 // state returns a domain's certificate state: the newest certificate
 // for it in storage, else its last failure, else none.
 func (c *certStates) state(ctx context.Context, domain string) certificateState {
-	if _, wild := cutWildcard(domain); wild {
+	if _, wild := strings.CutPrefix(domain, "*."); wild {
 		return certificateState{Status: "per_name"}
 	}
 	var newest *x509.Certificate

@@ -66,12 +66,15 @@ func (p *Permission) CertificateAllowed(_ context.Context, name string) error {
 }
 
 func (p *Permission) check(name string) error {
-	host := strings.ToLower(strings.TrimSuffix(name, "."))
 	switch {
-	case host == "":
+	case name == "":
 		return fmt.Errorf("%w: empty server name", caddytls.ErrPermissionDenied)
-	case isIP(host):
+	case isIP(name):
 		return fmt.Errorf("%w: '%s' is an IP address", caddytls.ErrPermissionDenied, name)
+	}
+	host, ok := CanonicalHost(name)
+	if !ok {
+		return fmt.Errorf("%w: '%s' is not a valid server name", caddytls.ErrPermissionDenied, name)
 	}
 	s := p.app.snapshot()
 	if s == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -206,7 +207,7 @@ func (a *App) registered(domain string) (registeredTenant, bool) {
 	s := a.snapshot()
 	var e entry
 	var ok bool
-	if parent, wild := cutWildcard(domain); wild {
+	if parent, wild := strings.CutPrefix(domain, "*."); wild {
 		e, ok = s.wildcards[parent]
 	} else {
 		e, ok = s.exact[domain]
@@ -215,11 +216,4 @@ func (a *App) registered(domain string) (registeredTenant, bool) {
 		return registeredTenant{}, false
 	}
 	return registeredTenant{Tenant: s.tenant(domain, e), Source: s.sources[e.source]}, true
-}
-
-func cutWildcard(domain string) (string, bool) {
-	if len(domain) > 2 && domain[:2] == "*." {
-		return domain[2:], true
-	}
-	return domain, false
 }
