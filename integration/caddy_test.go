@@ -208,6 +208,32 @@ func (p *caddyProcess) waitLogFor(t testing.TB, timeout time.Duration, msg strin
 	}
 }
 
+// waitLogCount waits until count entries with the message msg match,
+// and returns them.
+func (p *caddyProcess) waitLogCount(t testing.TB, timeout time.Duration, msg string, count int, match func(map[string]any) bool) []map[string]any {
+	t.Helper()
+	expired := time.After(timeout)
+	for {
+		entries, changed := p.logEntries(msg)
+		var matched []map[string]any
+		for _, e := range entries {
+			if match == nil || match(e) {
+				matched = append(matched, e)
+			}
+		}
+		if len(matched) >= count {
+			return matched
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			t.Fatalf("caddy exited; log:\n%s", p.logText())
+		case <-expired:
+			t.Fatalf("%d log entries %q matched, want %d", len(matched), msg, count)
+		}
+	}
+}
+
 // runCaddy runs a Caddy subcommand to completion and returns its
 // combined output.
 func runCaddy(t testing.TB, args ...string) (string, error) {

@@ -50,13 +50,20 @@ func writeTenantsFile(t testing.TB, path string, domains ...string) {
 
 func newTenantRig(t testing.TB, inline string, fileDomains ...string) *tenantRig {
 	t.Helper()
+	return newTenantRigValidity(t, 90*24*time.Hour, inline, fileDomains...)
+}
+
+// newTenantRigValidity is newTenantRig with certificates valid for the
+// given time.
+func newTenantRigValidity(t testing.TB, validity time.Duration, inline string, fileDomains ...string) *tenantRig {
+	t.Helper()
 	dir := t.TempDir()
 	ca, caFile := newTestCA(t, dir)
 	r := &tenantRig{tenantsFile: filepath.Join(dir, "tenants.json")}
 	r.origin = startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response { return redirectResponse() })
 	writeTenantsFile(t, r.tenantsFile, fileDomains...)
 	r.httpPort, r.httpsPort, r.adminPort = freePort(t), freePort(t), freePort(t)
-	r.acme = startPebble(t, r.httpPort, r.httpsPort)
+	r.acme = startPebbleValidity(t, r.httpPort, r.httpsPort, validity)
 	r.caddy = startCaddy(t, "caddyfile", multiTenantConfig(multiTenantPorts{r.adminPort, r.httpPort, r.httpsPort},
 		filepath.Join(dir, "storage"), r.acme, r.origin.Port(), caFile,
 		inline+"\n\t\ttenants_file "+r.tenantsFile+"\n\t\tfile_check_interval 100ms"))
@@ -122,19 +129,19 @@ func (r *tenantRig) get(sni, host string, roots *x509.CertPool) (*standin.RawRes
 	return c.Do(standin.RawRequest{Method: "GET", Target: "/ls/click?upn=" + host, Host: host}, 3*time.Minute)
 }
 
-// TestOnDemandTenants: every tenant gets a certificate at its first
-// HTTPS request and reaches its origin with its own Host; unknown names
-// get no ACME order and no origin dial.
+// TestOnDemandTenants: with pre-issuance off, every tenant gets a
+// certificate at its first HTTPS request and reaches its origin with its
+// own Host; unknown names get no ACME order and no origin dial.
 func TestOnDemandTenants(t *testing.T) {
 	var domains []string
-	for i := 1; i <= 48; i++ {
+	for i := 1; i <= 12; i++ {
 		domains = append(domains, fmt.Sprintf("click%d.brand%d.test", i, i%7))
 	}
-	r := newTenantRig(t, "tenant click.brand-a.test esp\n\t\ttenant *.wild.brand-b.test esp", domains...)
+	r := newTenantRig(t, "pre_issuance off\n\t\ttenant click.brand-a.test esp\n\t\ttenant *.wild.brand-b.test esp", domains...)
 	roots := r.acme.issuingRoots(t)
 	all := append(slices.Clone(domains), "click.brand-a.test", "x1.wild.brand-b.test")
 
-	// first HTTPS click of 50 tenants, a few at a time
+	// first HTTPS click of 14 tenants, a few at a time
 	var wg sync.WaitGroup
 	errs := make(chan error, len(all))
 	work := make(chan string)
@@ -240,9 +247,9 @@ func TestOnDemandTenants(t *testing.T) {
 	for _, want := range []string{
 		`caddy_linktrack_rejected_requests_total{reason="unknown_host"} 2`,
 		`caddy_linktrack_rejected_requests_total{reason="sni_mismatch"} 1`,
-		`caddy_linktrack_requests_total{provider="origin:esp",region="",status_class="3xx"} 50`,
-		`caddy_linktrack_origin_duration_seconds_count{provider="origin:esp",region=""} 50`,
-		`caddy_linktrack_tenants 50`,
+		`caddy_linktrack_requests_total{provider="origin:esp",region="",status_class="3xx"} 14`,
+		`caddy_linktrack_origin_duration_seconds_count{provider="origin:esp",region=""} 14`,
+		`caddy_linktrack_tenants 14`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "caddy_linktrack"))

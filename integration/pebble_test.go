@@ -73,6 +73,9 @@ type acmeCA struct {
 	minicaRoot  string // file of the root that signed Pebble's own HTTPS certificate
 	minicaPool  *x509.CertPool
 	dnsAddr     string
+	dnsControl  string // management base URL of the mock DNS server
+	command     []string
+	process     *exec.Cmd
 	mu          sync.Mutex
 	pebbleLines []string
 }
@@ -82,10 +85,17 @@ type acmeCA struct {
 // with fresh state.
 func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 	t.Helper()
+	return startPebbleValidity(t, httpPort, tlsPort, 90*24*time.Hour)
+}
+
+// startPebbleValidity is startPebble issuing certificates valid for
+// the given time.
+func startPebbleValidity(t testing.TB, httpPort, tlsPort int, validity time.Duration) *acmeCA {
+	t.Helper()
 	bins, moduleDir := buildPebble(t)
 	dir := t.TempDir()
 
-	dnsAddr, _ := startMockDNS(t)
+	dnsAddr, dnsControl := startMockDNS(t)
 
 	acmePort, mgmtPort := freePort(t), freePort(t)
 	config := map[string]any{"pebble": map[string]any{
@@ -98,7 +108,7 @@ func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 		"ocspResponderURL":        "",
 		"keyAlgorithm":            "ecdsa",
 		"domainBlocklist":         []string{pebbleBlockedDomain},
-		"profiles":                map[string]any{"default": map[string]any{"description": "test", "validityPeriod": 7776000}},
+		"profiles":                map[string]any{"default": map[string]any{"description": "test", "validityPeriod": int(validity.Seconds())}},
 	}}
 	raw, _ := json.Marshal(config)
 	configFile := filepath.Join(dir, "pebble.json")
@@ -110,6 +120,7 @@ func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 		management: fmt.Sprintf("https://127.0.0.1:%d", mgmtPort),
 		minicaRoot: filepath.Join(moduleDir, "test", "certs", "pebble.minica.pem"),
 		dnsAddr:    dnsAddr,
+		dnsControl: dnsControl,
 	}
 	rootPEM, err := os.ReadFile(ca.minicaRoot)
 	if err != nil {
@@ -118,15 +129,30 @@ func startPebble(t testing.TB, httpPort, tlsPort int) *acmeCA {
 	ca.minicaPool = x509.NewCertPool()
 	ca.minicaPool.AppendCertsFromPEM(rootPEM)
 
-	pebble := exec.Command(filepath.Join(bins, "pebble"), "-config", configFile, "-dnsserver", dnsAddr)
+	ca.command = []string{filepath.Join(bins, "pebble"), "-config", configFile, "-dnsserver", dnsAddr}
+	ca.launch(t)
+	return ca
+}
+
+// launch starts Pebble and waits until it serves its directory.
+func (ca *acmeCA) launch(t testing.TB) {
+	t.Helper()
+	pebble := exec.Command(ca.command[0], ca.command[1:]...)
 	pebble.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
 	startProcess(t, pebble, func(line string) {
 		ca.mu.Lock()
 		ca.pebbleLines = append(ca.pebbleLines, line)
 		ca.mu.Unlock()
 	})
+	ca.process = pebble
 	ca.waitReady(t)
-	return ca
+}
+
+// stop kills Pebble, as in a CA outage; launch starts it again on the
+// same addresses, with fresh state and new roots.
+func (ca *acmeCA) stop() {
+	_ = ca.process.Process.Kill()
+	_ = ca.process.Wait()
 }
 
 // startMockDNS starts pebble-challtestsrv as a DNS server on loopback
@@ -224,6 +250,24 @@ func (ca *acmeCA) orders() int {
 		}
 	}
 	return n
+}
+
+// setServfail makes the mock DNS server answer SERVFAIL for name, so
+// that its challenges fail, or answer it again.
+func (ca *acmeCA) setServfail(t testing.TB, name string, on bool) {
+	t.Helper()
+	path := "/clear-servfail"
+	if on {
+		path = "/set-servfail"
+	}
+	res, err := http.Post(ca.dnsControl+path, "application/json", strings.NewReader(fmt.Sprintf(`{"host": %q}`, name+".")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("%s %s: status %d", path, name, res.StatusCode)
+	}
 }
 
 func (ca *acmeCA) client() *http.Client {

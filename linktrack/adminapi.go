@@ -117,7 +117,8 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		if created {
 			status = http.StatusCreated
 		}
-		return writeJSON(w, status, tenantView{registeredTenant: rt})
+		state := api.app.certs.state(r.Context(), rt.Domain)
+		return writeJSON(w, status, tenantView{registeredTenant: rt, Certificate: &state})
 
 	case http.MethodDelete:
 		found, err := api.app.deleteStored(r.Context(), canonical)

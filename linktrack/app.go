@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
@@ -55,6 +56,25 @@ type App struct {
 	// Default: `5m`.
 	IssuanceCooldown caddy.Duration `json:"issuance_cooldown,omitempty"`
 
+	// Turns off obtaining tenants' certificates in the background. By
+	// default each tenant's certificate is obtained as soon as the
+	// tenant is added, through Caddy's TLS automation (the configured
+	// issuers, storage and on-demand permission), so that no click waits
+	// for an ACME order; dormant tenants' certificates are renewed the
+	// same way before they expire. When off, certificates are obtained
+	// and renewed on demand, in the handshake of a click. Default: false.
+	DisablePreIssuance bool `json:"disable_pre_issuance,omitempty"`
+
+	// How many certificates are obtained at once in the background.
+	// Default: 4.
+	PreIssuanceWorkers int `json:"pre_issuance_workers,omitempty"`
+
+	// How often every tenant is checked, in the background, for a
+	// missing certificate or one due for renewal (when a third of its
+	// lifetime is left). A change to the registry is checked at once.
+	// Default: `1m`.
+	RenewalCheckInterval caddy.Duration `json:"renewal_check_interval,omitempty"`
+
 	// How often the tenants kept in Caddy's storage are re-read. Tenants
 	// added through the admin API are kept there, so that every node
 	// sharing the storage serves them within this interval. Default:
@@ -74,6 +94,9 @@ type App struct {
 	storage  certmagic.Storage
 	stored   storageState
 	certs    *certStates
+	pre      *preIssuer // nil when pre-issuance is off
+	removed  *removedTenants
+	events   *caddyevents.App
 	stop     chan struct{}
 	stopped  *sync.WaitGroup
 	reloadMu *sync.Mutex // serializes registry rebuilds
@@ -129,16 +152,38 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.StorageRefreshInterval < 0 {
 		return fmt.Errorf("storage_refresh_interval must be positive")
 	}
+	if a.RenewalCheckInterval == 0 {
+		a.RenewalCheckInterval = caddy.Duration(DefaultRenewalCheckInterval)
+	}
+	if a.RenewalCheckInterval < 0 {
+		return fmt.Errorf("renewal_check_interval must be positive")
+	}
+	if a.PreIssuanceWorkers == 0 {
+		a.PreIssuanceWorkers = DefaultPreIssuanceWorkers
+	}
+	if a.PreIssuanceWorkers < 0 {
+		return fmt.Errorf("pre_issuance_workers must be positive")
+	}
 	a.storage = ctx.Storage()
-	var err error
-	if a.certs, err = watchCertificates(ctx, a); err != nil {
+	mod, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %v", err)
+	}
+	a.events = mod.(*caddyevents.App)
+	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if a.certs, err = watchCertificates(a.events, a); err != nil {
 		return err
 	}
 	if _, err := register(ctx.GetMetricsRegistry(), a.certs); err != nil {
 		return fmt.Errorf("registering certificate metrics: %v", err)
 	}
-	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if a.removed, err = watchRemoved(a.events); err != nil {
 		return err
+	}
+	if !a.DisablePreIssuance {
+		a.pre = newPreIssuer(a)
 	}
 
 	for name, o := range a.Origins {
@@ -189,11 +234,13 @@ func (a *App) Start() error {
 	}
 	// tenants added on another node sharing the storage
 	a.watch(a.StorageRefreshInterval, func() bool { return a.storageChanged(a.ctx) }, a.reloadStorage)
-	a.stopped.Add(1)
-	go func() {
-		defer a.stopped.Done()
+	a.stopped.Go(func() {
+		// know which tenants have certificates before obtaining any
 		a.certs.scanStorage(a.ctx, a.stop)
-	}()
+		if a.pre != nil {
+			a.pre.run(a.stop)
+		}
+	})
 	return nil
 }
 
@@ -253,11 +300,18 @@ func (a *App) build(fileTenants, stored []Tenant) (*snapshot, error) {
 // storageSource names the tenants kept in storage.
 const storageSource = "storage"
 
-// swap makes s the registry in use.
+// swap makes s the registry in use, and reports the tenants it adds and
+// removes.
 func (a *App) swap(s *snapshot, cause string) {
-	a.registry.Store(s)
+	old := a.registry.Swap(s)
 	a.metrics.tenants.WithLabelValues().Set(float64(s.len()))
 	a.logger.Info("tenant registry loaded", zap.Int("tenants", s.len()), zap.String("cause", cause))
+	if old != nil {
+		a.reportChanges(old, s, cause)
+	}
+	if a.pre != nil {
+		a.pre.changed()
+	}
 }
 
 // resolveRoute returns the shared route of a tenant, creating the origin

@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -23,6 +24,9 @@ import (
 //		file_check_interval <duration>
 //		storage_refresh_interval <duration>
 //		issuance_cooldown <duration>
+//		pre_issuance on|off
+//		pre_issuance_workers <count>
+//		renewal_check_interval <duration>
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -111,7 +115,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown":
+		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown", "renewal_check_interval":
 			field := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -125,9 +129,40 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.FileCheckInterval = caddy.Duration(interval)
 			case "storage_refresh_interval":
 				a.StorageRefreshInterval = caddy.Duration(interval)
+			case "renewal_check_interval":
+				a.RenewalCheckInterval = caddy.Duration(interval)
 			default:
 				a.IssuanceCooldown = caddy.Duration(interval)
 			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "pre_issuance":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch d.Val() {
+			case "on":
+				a.DisablePreIssuance = false
+			case "off":
+				a.DisablePreIssuance = true
+			default:
+				return d.Errf("invalid pre_issuance '%s': must be on or off", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "pre_issuance_workers":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n <= 0 {
+				return d.Errf("invalid pre_issuance_workers '%s': must be a positive integer", d.Val())
+			}
+			a.PreIssuanceWorkers = n
 			if d.NextArg() {
 				return d.ArgErr()
 			}

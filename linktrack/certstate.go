@@ -14,13 +14,15 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 )
 
 // certificateState is a tenant's certificate as the admin API shows it.
 type certificateState struct {
-	// none, valid, expired; pending after a failed issuance, with the
-	// error and the time of the next try; per_name for a wildcard
-	// tenant, whose names each get their own certificate.
+	// none (pre-issuance is off and no click came yet), pending (to be
+	// obtained in the background; after a failed issuance, with the
+	// error and the time of the next try), valid or expired; per_name
+	// for a wildcard tenant, whose names each get their own certificate.
 	Status   string     `json:"status"`
 	NotAfter *time.Time `json:"not_after,omitempty"`
 	Error    string     `json:"error,omitempty"`
@@ -32,10 +34,23 @@ type certificateState struct {
 // tenant, from the certificate events Caddy emits.
 type certStates struct {
 	app      *App
+	logger   *zap.Logger
 	mu       sync.Mutex
 	failures map[string]certFailure
-	notAfter map[string]time.Time // tenants' certificates seen, by name
-	cooldown time.Duration        // after a first failure; it doubles up to maxCooldown
+	issued   map[string]issuedCert // tenants' certificates seen, by name
+	cooldown time.Duration         // after a first failure; it doubles up to maxCooldown
+}
+
+// issuedCert is what is known of a tenant's newest certificate.
+type issuedCert struct {
+	notBefore, notAfter time.Time
+	recheck             time.Time // no background handshake before then
+}
+
+// renewAt is when certmagic's default renewal window opens: a third of
+// the certificate's lifetime before it expires.
+func (ic issuedCert) renewAt() time.Time {
+	return ic.notAfter.Add(-ic.notAfter.Sub(ic.notBefore) / 3)
 }
 
 // maxCooldown caps the delay between orders for a name that keeps failing.
@@ -52,13 +67,14 @@ type certFailure struct {
 
 // watchCertificates subscribes to Caddy's certificate events. Event
 // handlers run in the emitter's goroutine, so they only record.
-func watchCertificates(ctx caddy.Context, a *App) (*certStates, error) {
-	c := &certStates{app: a, failures: make(map[string]certFailure), notAfter: make(map[string]time.Time), cooldown: time.Duration(a.IssuanceCooldown)}
-	mod, err := ctx.App("events")
-	if err != nil {
-		return nil, fmt.Errorf("loading events app: %v", err)
+func watchCertificates(events *caddyevents.App, a *App) (*certStates, error) {
+	c := &certStates{
+		app:      a,
+		logger:   a.logger.Named("certificates"),
+		failures: make(map[string]certFailure),
+		issued:   make(map[string]issuedCert),
+		cooldown: time.Duration(a.IssuanceCooldown),
 	}
-	events := mod.(*caddyevents.App)
 	for _, name := range []string{"cert_failed", "cert_obtained", "cert_obtaining"} {
 		if err := events.On(name, c); err != nil {
 			return nil, fmt.Errorf("subscribing to %s: %v", name, err)
@@ -68,43 +84,124 @@ func watchCertificates(ctx caddy.Context, a *App) (*certStates, error) {
 }
 
 // Handle records a failure, or clears it when a certificate arrives.
-// Only tenants are recorded, so the map stays bounded.
+// Only tenants are recorded, so the maps stay bounded. It runs inside
+// certmagic's issuance, so it never waits on I/O.
 func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 	name, _ := e.Data["identifier"].(string)
 	if name == "" {
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	renewal, _ := e.Data["renewal"].(bool)
 	switch e.Name() {
 	case "cert_obtaining":
 		// certmagic retries a failed order for minutes, and asks the
 		// permission module only before the first try: end the retries
 		// of a name in cooldown here
-		if f, ok := c.failures[name]; ok && time.Now().Before(f.next) {
+		if next, cooling := c.inCooldown(name); cooling {
 			return fmt.Errorf("%w: %w", caddy.ErrEventAborted, certmagic.ErrNoRetry{
-				Err: fmt.Errorf("'%s' is in cooldown after a failed issuance until %s", name, f.next.Format(time.RFC3339)),
+				Err: fmt.Errorf("'%s' is in cooldown after a failed issuance until %s", name, next.Format(time.RFC3339)),
 			})
 		}
 	case "cert_obtained":
-		delete(c.failures, name)
-		if path, ok := e.Data["certificate_path"].(string); ok {
-			if cert, err := c.loadCert(context.Background(), path); err == nil {
-				c.notAfter[name] = cert.NotAfter
-			}
+		if !c.isTenant(name) {
+			return nil
 		}
+		c.mu.Lock()
+		delete(c.failures, name)
+		c.mu.Unlock()
+		event := "obtained"
+		if renewal {
+			event = "renewed"
+		}
+		c.app.metrics.certEvents.WithLabelValues(event).Inc()
+		certPath, _ := e.Data["certificate_path"].(string)
+		go c.recordObtained(name, certPath, event)
 	case "cert_failed":
-		if s := c.app.snapshot(); s != nil {
-			if _, ok := s.lookup(name); ok {
-				delay := c.cooldown
-				if prior, ok := c.failures[name]; ok {
-					delay = min(2*prior.delay, maxCooldown)
-				}
-				c.failures[name] = certFailure{err: fmt.Sprint(e.Data["error"]), at: e.Timestamp(), delay: delay, next: e.Timestamp().Add(delay)}
-			}
+		if !c.isTenant(name) {
+			return nil
+		}
+		c.mu.Lock()
+		delay := c.cooldown
+		if prior, ok := c.failures[name]; ok {
+			delay = min(2*prior.delay, maxCooldown)
+		}
+		f := certFailure{err: fmt.Sprint(e.Data["error"]), at: e.Timestamp(), delay: delay, next: e.Timestamp().Add(delay)}
+		c.failures[name] = f
+		c.mu.Unlock()
+		c.app.metrics.certEvents.WithLabelValues("failed").Inc()
+		c.logger.Warn("tenant certificate failed",
+			zap.String("domain", name),
+			zap.Bool("renewal", renewal),
+			zap.String("error", f.err),
+			zap.Duration("cooldown", f.delay),
+			zap.Time("next_try", f.next))
+		if c.app.pre != nil {
+			c.app.pre.failed(name)
+			time.AfterFunc(time.Until(f.next), c.app.pre.changed) // try again when the cooldown ends
 		}
 	}
 	return nil
+}
+
+// isTenant reports whether name is covered by the registry in use.
+func (c *certStates) isTenant(name string) bool {
+	s := c.app.snapshot()
+	if s == nil {
+		return false
+	}
+	_, ok := s.lookup(name)
+	return ok
+}
+
+// recordObtained reads a tenant's new certificate from storage and logs
+// it.
+func (c *certStates) recordObtained(name, certPath, event string) {
+	fields := []zap.Field{zap.String("domain", name), zap.String("event", event)}
+	if certPath != "" {
+		if cert, err := c.loadCert(c.app.ctx, certPath); err == nil {
+			c.record(name, cert.NotBefore, cert.NotAfter, time.Time{})
+			fields = append(fields, zap.Time("not_after", cert.NotAfter))
+		}
+	}
+	c.logger.Info("tenant certificate "+event, fields...)
+}
+
+// record keeps the newest certificate seen for name.
+func (c *certStates) record(name string, notBefore, notAfter, recheck time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prior, ok := c.issued[name]; ok && prior.notAfter.After(notAfter) {
+		notBefore, notAfter = prior.notBefore, prior.notAfter
+	}
+	c.issued[name] = issuedCert{notBefore: notBefore, notAfter: notAfter, recheck: recheck}
+}
+
+// handedBack records the certificate a background handshake was served
+// for name, and leaves the name alone for a while: if it is due for
+// renewal, certmagic renews it in the background.
+func (c *certStates) handedBack(name string, notBefore, notAfter time.Time) {
+	c.record(name, notBefore, notAfter, time.Now().Add(recheckAfter))
+}
+
+// due reports whether a background handshake should get name a
+// certificate: it has none, or its certificate is in its renewal window,
+// and it is not cooling down after a failure.
+func (c *certStates) due(name string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.failures[name]; ok && now.Before(f.next) {
+		return false
+	}
+	ic, ok := c.issued[name]
+	return !ok || (now.After(ic.renewAt()) && now.After(ic.recheck))
+}
+
+// forget drops what is known of a removed tenant.
+func (c *certStates) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.issued, name)
+	delete(c.failures, name)
 }
 
 // loadCert reads and parses a certificate from storage.
@@ -147,11 +244,7 @@ func (c *certStates) scanStorage(ctx context.Context, stop <-chan struct{}) {
 			if err != nil {
 				continue
 			}
-			c.mu.Lock()
-			if cert.NotAfter.After(c.notAfter[name]) {
-				c.notAfter[name] = cert.NotAfter
-			}
-			c.mu.Unlock()
+			c.record(name, cert.NotBefore, cert.NotAfter, time.Time{})
 		}
 	}
 }
@@ -165,6 +258,23 @@ func (c *certStates) inCooldown(name string) (time.Time, bool) {
 	return f.next, ok && time.Now().Before(f.next)
 }
 
+// refuses reports whether no certificate may be obtained or loaded for
+// name yet, and until when: it is cooling down after a failed issuance
+// and has no unexpired certificate, which must keep loading from storage
+// while its renewal cools down.
+func (c *certStates) refuses(name string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.failures[name]
+	if !ok || !time.Now().Before(f.next) {
+		return time.Time{}, false
+	}
+	if ic, ok := c.issued[name]; ok && time.Now().Before(ic.notAfter) {
+		return time.Time{}, false
+	}
+	return f.next, true
+}
+
 // soonestExpiry returns the earliest expiry among the certificates of
 // domains still registered.
 func (c *certStates) soonestExpiry() (time.Time, bool) {
@@ -175,12 +285,12 @@ func (c *certStates) soonestExpiry() (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var soonest time.Time
-	for name, notAfter := range c.notAfter {
+	for name, ic := range c.issued {
 		if _, ok := s.lookup(name); !ok {
 			continue // a removed tenant's certificate is not renewed on purpose
 		}
-		if soonest.IsZero() || notAfter.Before(soonest) {
-			soonest = notAfter
+		if soonest.IsZero() || ic.notAfter.Before(soonest) {
+			soonest = ic.notAfter
 		}
 	}
 	return soonest, !soonest.IsZero()
@@ -234,6 +344,9 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	c.mu.Unlock()
 	if failed {
 		return certificateState{Status: "pending", Error: failure.err, FailedAt: &failure.at, NextTry: &failure.next}
+	}
+	if c.app.pre != nil {
+		return certificateState{Status: "pending"} // queued, in flight, or at the next sweep
 	}
 	return certificateState{Status: "none"}
 }

@@ -12,8 +12,10 @@ import (
 // registry of the config that loaded the app. Labels never name a
 // tenant: a platform may have hundreds of thousands.
 type appMetrics struct {
-	tenants *prometheus.GaugeVec
-	reloads *prometheus.CounterVec
+	tenants       *prometheus.GaugeVec
+	reloads       *prometheus.CounterVec
+	tenantChanges *prometheus.CounterVec
+	certEvents    *prometheus.CounterVec
 }
 
 func newAppMetrics(registry *prometheus.Registry) (*appMetrics, error) {
@@ -30,13 +32,30 @@ func newAppMetrics(registry *prometheus.Registry) (*appMetrics, error) {
 			Name:      "registry_reloads_total",
 			Help:      "Registry reloads by source and result (ok or error).",
 		}, []string{"source", "result"}),
+		tenantChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "linktrack",
+			Name:      "tenant_changes_total",
+			Help:      "Tenants added to or removed from the registry after it first loaded.",
+		}, []string{"change"}),
+		certEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "linktrack",
+			Name:      "certificate_events_total",
+			Help:      "Tenants' certificates obtained, renewed or failed.",
+		}, []string{"event"}),
 	}
 	var err error
-	m.tenants, err = register(registry, m.tenants)
-	if err != nil {
+	if m.tenants, err = register(registry, m.tenants); err != nil {
 		return nil, err
 	}
-	m.reloads, err = register(registry, m.reloads)
+	if m.reloads, err = register(registry, m.reloads); err != nil {
+		return nil, err
+	}
+	if m.tenantChanges, err = register(registry, m.tenantChanges); err != nil {
+		return nil, err
+	}
+	m.certEvents, err = register(registry, m.certEvents)
 	return m, err
 }
 

@@ -84,7 +84,7 @@ func (p *Permission) check(name string) error {
 		return fmt.Errorf("%w: '%s' is not a tenant", caddytls.ErrPermissionDenied, name)
 	}
 	if p.app.certs != nil {
-		if until, cooling := p.app.certs.inCooldown(host); cooling {
+		if until, cooling := p.app.certs.refuses(host); cooling {
 			return fmt.Errorf("%w: '%s' is in cooldown after a failed issuance until %s", caddytls.ErrPermissionDenied, name, until.Format(time.RFC3339))
 		}
 	}

@@ -212,6 +212,12 @@ type tenantKey struct {
 	wildcard bool
 }
 
+// has reports whether domain is registered exactly, not by a wildcard.
+func (s *snapshot) has(domain string) bool {
+	_, ok := s.exact[domain]
+	return ok
+}
+
 // len returns the number of registered domains.
 func (s *snapshot) len() int {
 	return len(s.exact) + len(s.wildcards)

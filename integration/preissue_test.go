@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// certificateView is a tenant's certificate state in the admin API.
+type certificateView struct {
+	Status   string    `json:"status"`
+	NotAfter time.Time `json:"not_after"`
+	Error    string    `json:"error"`
+	FailedAt time.Time `json:"failed_at"`
+	NextTry  time.Time `json:"next_try"`
+}
+
+// certificate returns the tenant's certificate state from the admin API.
+func (r *tenantRig) certificate(t testing.TB, domain string) certificateView {
+	t.Helper()
+	status, body := adminRequest(t, r.adminPort, "GET", "/linktrack/tenants/"+domain, "")
+	var view struct {
+		Certificate certificateView `json:"certificate"`
+	}
+	if err := json.Unmarshal([]byte(body), &view); status != 200 || err != nil {
+		t.Fatalf("GET %s: %d %s", domain, status, body)
+	}
+	return view.Certificate
+}
+
+// countLog counts the entries with the message msg whose field equals
+// value.
+func countLog(p *caddyProcess, msg, field, value string) int {
+	n := 0
+	for _, e := range p.logEntriesNamed(msg) {
+		if e[field] == value {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPreIssuance: tenants' certificates are obtained in the background
+// as soon as they are added, so that no first click waits for an order;
+// a tenant whose challenge fails cools down, clicks during its cooldown
+// order nothing, and it becomes valid once its challenge can pass.
+func TestPreIssuance(t *testing.T) {
+	var domains []string
+	for i := 1; i <= 50; i++ {
+		domains = append(domains, fmt.Sprintf("link%d.shop%d.test", i, i%9))
+	}
+	r := newTenantRig(t, "issuance_cooldown 20s", domains...)
+
+	// 50 tenants of the tenants file are issued with no client traffic
+	r.caddy.waitLogCount(t, 3*time.Minute, "tenant certificate obtained", len(domains), nil)
+	if n := r.acme.orders(); n != len(domains) {
+		t.Errorf("pebble received %d orders for %d tenants", n, len(domains))
+	}
+	if n := r.origin.Count(); n != 0 {
+		t.Errorf("origin got %d requests with no client traffic", n)
+	}
+	if c := r.certificate(t, domains[0]); c.Status != "valid" || c.NotAfter.Before(time.Now().Add(24*time.Hour)) {
+		t.Errorf("certificate of %s: %+v, want valid for days", domains[0], c)
+	}
+
+	// then their first clicks, 10 at a time: no handshake orders or waits
+	// for an order
+	roots := r.acme.issuingRoots(t)
+	orders, onDemand := r.acme.orders(), len(r.caddy.logEntriesNamed("obtaining new certificate"))
+	for batch := 0; batch < len(domains); batch += 10 {
+		var wg sync.WaitGroup
+		for _, d := range domains[batch : batch+10] {
+			wg.Go(func() {
+				res, err := r.get(d, d, roots)
+				if err != nil {
+					t.Errorf("first click on %s: %v", d, err)
+				} else if res.Status != 302 {
+					t.Errorf("first click on %s: status %d", d, res.Status)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := r.acme.orders() - orders; n != 0 {
+		t.Errorf("first clicks caused %d orders", n)
+	}
+	if n := len(r.caddy.logEntriesNamed("obtaining new certificate")) - onDemand; n != 0 {
+		t.Errorf("%d handshakes obtained a certificate on demand", n)
+	}
+	if n := r.origin.Count(); n != len(domains) {
+		t.Errorf("origin got %d requests for %d clicks", n, len(domains))
+	}
+
+	// a tenant added through the admin API: pending, then valid without
+	// any click
+	const added = "late.shop.test"
+	status, body := adminRequest(t, r.adminPort, "PUT", "/linktrack/tenants/"+added, `{"origin": "esp"}`)
+	if status != 201 || !strings.Contains(body, `"certificate":{"status":"pending"}`) {
+		t.Fatalf("PUT %s: %d %s; want 201 with a pending certificate", added, status, body)
+	}
+	r.caddy.waitLogFor(t, time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == added })
+	if c := r.certificate(t, added); c.Status != "valid" || c.NotAfter.IsZero() {
+		t.Errorf("certificate of %s: %+v, want valid with an expiry", added, c)
+	}
+
+	// a tenant whose DNS does not answer yet: pending with the error and
+	// the next try, and 20 clicks during its cooldown order nothing
+	const unready = "unready.shop.test"
+	r.acme.setServfail(t, unready, true)
+	if status, body := adminRequest(t, r.adminPort, "PUT", "/linktrack/tenants/"+unready, `{"origin": "esp"}`); status != 201 {
+		t.Fatalf("PUT %s: %d %s", unready, status, body)
+	}
+	r.caddy.waitLogFor(t, time.Minute, "tenant certificate failed", func(e map[string]any) bool { return e["domain"] == unready })
+	c := r.certificate(t, unready)
+	if c.Status != "pending" || c.Error == "" || c.NextTry.Sub(c.FailedAt) != 20*time.Second {
+		t.Errorf("certificate of %s after a failed issuance: %+v, want pending with the error and a try 20s later", unready, c)
+	}
+	orders = r.acme.orders()
+	for range 20 {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
+			fmt.Sprintf("127.0.0.1:%d", r.httpsPort), &tls.Config{RootCAs: roots, ServerName: unready})
+		if err == nil {
+			conn.Close()
+			t.Fatal("a tenant in cooldown got a certificate")
+		}
+	}
+	if n := r.acme.orders() - orders; n != 0 {
+		t.Errorf("20 clicks during the cooldown caused %d orders", n)
+	}
+	if n := countLog(r.caddy, "obtaining certificate", "identifier", unready); n != 1 {
+		t.Errorf("%d issuance attempts for %s, want 1:\n%s", n, unready, grepLines(r.caddy.logText(), unready))
+	}
+
+	// once its DNS answers, a later try gets it a certificate, with no
+	// click
+	r.acme.setServfail(t, unready, false)
+	r.caddy.waitLogFor(t, 3*time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == unready })
+	if c := r.certificate(t, unready); c.Status != "valid" {
+		t.Errorf("certificate of %s once its DNS answers: %+v, want valid", unready, c)
+	}
+	if res, err := r.get(unready, unready, roots); err != nil || res.Status != 302 {
+		t.Errorf("click on %s: %v %v", unready, err, res)
+	}
+
+	metrics := r.metrics(t)
+	for _, want := range []string{
+		fmt.Sprintf(`caddy_linktrack_certificate_events_total{event="obtained"} %d`, len(domains)+2),
+		`caddy_linktrack_certificate_events_total{event="failed"} 1`,
+		`caddy_linktrack_tenant_changes_total{change="added"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "caddy_linktrack"))
+		}
+	}
+}
+
+// TestDormantRenewal: a tenant with no clicks gets its certificate
+// renewed in the background before it expires; a removed tenant's
+// certificate is neither renewed nor served.
+func TestDormantRenewal(t *testing.T) {
+	const kept, dropped = "kept.shop.test", "dropped.shop.test"
+	// certificates valid for a minute are due for renewal after 40s
+	r := newTenantRigValidity(t, time.Minute, "renewal_check_interval 2s", kept, dropped)
+	for _, d := range []string{kept, dropped} {
+		r.caddy.waitLogFor(t, time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == d })
+	}
+	first := r.certificate(t, kept)
+	roots := r.acme.issuingRoots(t)
+	if res, err := r.get(dropped, dropped, roots); err != nil || res.Status != 302 {
+		t.Fatalf("click on %s before its removal: %v %v", dropped, err, res)
+	}
+
+	writeTenantsFile(t, r.tenantsFile, kept)
+	r.caddy.waitLog(t, "tenant removed", func(e map[string]any) bool { return e["domain"] == dropped })
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.httpsPort), &tls.Config{RootCAs: roots, ServerName: dropped})
+	if err == nil {
+		conn.Close()
+		t.Error("a removed tenant's certificate was served")
+	}
+
+	r.caddy.waitLogFor(t, 2*time.Minute, "tenant certificate renewed", func(e map[string]any) bool { return e["domain"] == kept })
+	if c := r.certificate(t, kept); c.Status != "valid" || !c.NotAfter.After(first.NotAfter) {
+		t.Errorf("certificate of %s after its renewal: %+v, first %+v", kept, c, first)
+	}
+	if n := countLog(r.caddy, "tenant certificate renewed", "domain", dropped); n != 0 {
+		t.Errorf("a removed tenant's certificate was renewed %d times", n)
+	}
+	if n := countLog(r.caddy, "obtaining certificate", "identifier", dropped) + countLog(r.caddy, "renewing certificate", "identifier", dropped); n != 1 {
+		t.Errorf("%d orders for %s, want only its first", n, dropped)
+	}
+	if n := r.origin.Count(); n != 1 {
+		t.Errorf("origin got %d requests; only one click was made", n)
+	}
+}

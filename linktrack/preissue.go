@@ -1,0 +1,255 @@
+package linktrack
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+)
+
+// DefaultPreIssuanceWorkers is how many tenants' certificates are
+// obtained at once in the background. certmagic places at most 10
+// orders per 10s per ACME account anyway.
+const DefaultPreIssuanceWorkers = 4
+
+// preIssueTimeout bounds one background handshake: certmagic gives an
+// on-demand order 180s.
+const preIssueTimeout = 190 * time.Second
+
+// DefaultRenewalCheckInterval is how often every tenant is checked for
+// a missing or renewable certificate, besides the check that follows
+// each registry change.
+const DefaultRenewalCheckInterval = time.Minute
+
+// recheckAfter is how long a tenant whose certificate was just handed
+// back by a handshake is left alone: certmagic renews it in the
+// background if it is due, and a renewal is reported by an event.
+const recheckAfter = time.Hour
+
+// preIssuer gets each tenant's certificate before its first click, and
+// renews dormant tenants' certificates before they expire. It completes
+// a TLS handshake with the tenant's name as SNI, in process, against the
+// TLS configuration of this config's HTTPS server: certmagic then loads,
+// obtains or renews the certificate exactly as it would for a click,
+// with the configured issuers, storage, permission, limits and events.
+// Unlike a click, the handshake's context is ended as soon as an order
+// fails, so that certmagic's retry delay does not hold the name, and
+// clicks during the cooldown are refused at once instead of waiting on
+// it. A certificate cache full of tenants evicts some, and a dormant
+// tenant's certificate is not in it to be renewed: this handshake
+// covers those too.
+type preIssuer struct {
+	app     *App
+	logger  *zap.Logger
+	server  *tls.Config // the HTTPS server's, found at run
+	workers int
+
+	jobs chan string
+	kick chan struct{} // a registry change: sweep now
+
+	mu   sync.Mutex
+	busy map[string]context.CancelFunc // names queued or in flight
+}
+
+func newPreIssuer(a *App) *preIssuer {
+	return &preIssuer{
+		app:     a,
+		logger:  a.logger.Named("pre_issuance"),
+		workers: a.PreIssuanceWorkers,
+		jobs:    make(chan string),
+		kick:    make(chan struct{}, 1),
+		busy:    make(map[string]context.CancelFunc),
+	}
+}
+
+// run sweeps the registry at every change and every renewal check
+// interval until stop is closed.
+func (p *preIssuer) run(stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(p.app.ctx)
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+
+	policies, err := httpsPolicies(p.app.ctx)
+	if err != nil {
+		p.logger.Warn("pre-issuance is off", zap.Error(err))
+		return
+	}
+	p.server = policies.TLSConfig(p.app.ctx)
+	p.logger.Info("obtaining tenants' certificates in the background", zap.Int("workers", p.workers))
+
+	var workers sync.WaitGroup
+	for range p.workers {
+		workers.Go(func() {
+			for name := range p.jobs {
+				p.obtain(ctx, name)
+			}
+		})
+	}
+	defer func() {
+		close(p.jobs)
+		workers.Wait()
+	}()
+
+	ticker := time.NewTicker(time.Duration(p.app.RenewalCheckInterval))
+	defer ticker.Stop()
+	for {
+		if !p.sweep(stop) {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		case <-p.kick:
+		}
+	}
+}
+
+// changed asks for a sweep soon, without blocking.
+func (p *preIssuer) changed() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sweep queues every tenant whose certificate is missing or due for
+// renewal and that is neither cooling down nor already queued. It
+// returns false when stop closed meanwhile.
+func (p *preIssuer) sweep(stop <-chan struct{}) bool {
+	s := p.app.snapshot()
+	if s == nil {
+		return true
+	}
+	now := time.Now()
+	for name := range s.exact {
+		if !p.app.certs.due(name, now) || !p.claim(name) {
+			continue
+		}
+		select {
+		case p.jobs <- name:
+		case <-stop:
+			p.release(name)
+			return false
+		}
+	}
+	return true
+}
+
+// claim marks name as queued; it reports false if it already is.
+func (p *preIssuer) claim(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.busy[name]; ok {
+		return false
+	}
+	p.busy[name] = func() {}
+	return true
+}
+
+func (p *preIssuer) release(name string) {
+	p.mu.Lock()
+	delete(p.busy, name)
+	p.mu.Unlock()
+}
+
+// failed ends the background handshake for name, if there is one: its
+// order failed, and certmagic would hold the handshake through its own
+// retry delay. The cooldown decides when the name is tried again.
+func (p *preIssuer) failed(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cancel, ok := p.busy[name]; ok {
+		cancel()
+	}
+}
+
+// obtain completes a handshake for name and records the certificate it
+// was handed.
+func (p *preIssuer) obtain(ctx context.Context, name string) {
+	defer p.release(name)
+	if s := p.app.snapshot(); s == nil || !s.has(name) {
+		return // removed while queued
+	}
+	ctx, cancel := context.WithTimeout(ctx, preIssueTimeout)
+	defer cancel()
+	p.mu.Lock()
+	p.busy[name] = cancel
+	p.mu.Unlock()
+
+	start := time.Now()
+	leaf, err := p.handshake(ctx, name)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.logger.Debug("background handshake failed", zap.String("domain", name), zap.Error(err))
+		}
+		return
+	}
+	if err := leaf.VerifyHostname(name); err != nil {
+		p.logger.Warn("background handshake got a certificate for another name",
+			zap.String("domain", name), zap.Strings("names", leaf.DNSNames))
+		return
+	}
+	p.app.certs.handedBack(name, leaf.NotBefore, leaf.NotAfter)
+	p.logger.Debug("certificate ready", zap.String("domain", name),
+		zap.Time("not_after", leaf.NotAfter), zap.Duration("duration", time.Since(start)))
+}
+
+// handshake runs both ends of a TLS handshake for name over an
+// in-memory pipe, and returns the certificate the server end chose.
+func (p *preIssuer) handshake(ctx context.Context, name string) (*x509.Certificate, error) {
+	clientEnd, serverEnd := net.Pipe()
+	defer clientEnd.Close()
+	defer serverEnd.Close()
+	server := tls.Server(serverEnd, p.server)
+	serverDone := make(chan error, 1)
+	go func() { serverDone <- server.HandshakeContext(ctx) }()
+	// the certificate is this server's own, checked against the name by
+	// the caller; its chain is the issuer's business
+	client := tls.Client(clientEnd, &tls.Config{ServerName: name, InsecureSkipVerify: true}) //nolint:gosec
+	err := client.HandshakeContext(ctx)
+	if err != nil {
+		serverEnd.Close()
+	}
+	if serverErr := <-serverDone; err == nil {
+		err = serverErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return client.ConnectionState().PeerCertificates[0], nil
+}
+
+// httpsPolicies returns the TLS connection policies of this config's
+// first HTTPS server.
+func httpsPolicies(ctx caddy.Context) (caddytls.ConnectionPolicies, error) {
+	mod, err := ctx.AppIfConfigured("http")
+	if err != nil {
+		return nil, fmt.Errorf("no http app: %v", err)
+	}
+	app := mod.(*caddyhttp.App)
+	names := make([]string, 0, len(app.Servers))
+	for name := range app.Servers {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the same server at every run
+	for _, name := range names {
+		if policies := app.Servers[name].TLSConnPolicies; len(policies) > 0 {
+			return policies, nil
+		}
+	}
+	return nil, errors.New("no HTTPS server in the http app")
+}

@@ -1,0 +1,57 @@
+package linktrack
+
+import (
+	"go.uber.org/zap"
+)
+
+// loggedChanges caps the log lines of one registry change; a file edit
+// may add thousands of tenants, each still counted and emitted.
+const loggedChanges = 100
+
+// reportChanges emits a tenant_added or tenant_removed event, counts it
+// and logs it, for every domain that next adds to or removes from prev.
+// The first registry of a config reports nothing: it is what the config
+// says.
+func (a *App) reportChanges(prev, next *snapshot, cause string) {
+	logged := 0
+	report := func(event, domain string, s *snapshot, e entry) {
+		change := "added"
+		if event == "tenant_removed" {
+			change = "removed"
+			a.certs.forget(domain)
+			a.removed.removed(domain)
+		} else {
+			a.removed.added(domain)
+		}
+		a.metrics.tenantChanges.WithLabelValues(change).Inc()
+		t := s.tenant(domain, e)
+		a.events.Emit(a.ctx, event, map[string]any{
+			"domain":   domain,
+			"provider": t.Provider,
+			"region":   t.Region,
+			"origin":   t.Origin,
+			"source":   s.sources[e.source],
+			"cause":    cause,
+		})
+		if logged++; logged <= loggedChanges {
+			a.logger.Info("tenant "+change, zap.String("domain", domain), zap.String("source", s.sources[e.source]))
+		}
+	}
+	diff := func(event string, from, to *snapshot) {
+		for domain, e := range from.exact {
+			if _, ok := to.exact[domain]; !ok {
+				report(event, domain, from, e)
+			}
+		}
+		for parent, e := range from.wildcards {
+			if _, ok := to.wildcards[parent]; !ok {
+				report(event, "*."+parent, from, e)
+			}
+		}
+	}
+	diff("tenant_added", next, prev)
+	diff("tenant_removed", prev, next)
+	if logged > loggedChanges {
+		a.logger.Info("tenants changed", zap.Int("changes", logged), zap.Int("logged", loggedChanges))
+	}
+}
