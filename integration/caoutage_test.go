@@ -18,6 +18,7 @@ import (
 // waiting on the CA; once the CA is back, the new tenant gets its
 // certificate with no click.
 func TestCAOutage(t *testing.T) {
+	t.Parallel() // mostly waits on the cooldown
 	const issued, added = "up.shop.test", "new.shop.test"
 	r := newTenantRig(t, "issuance_cooldown 20s", issued)
 	r.caddy.waitLogFor(t, time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == issued })

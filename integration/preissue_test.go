@@ -50,6 +50,7 @@ func countLog(p *caddyProcess, msg, field, value string) int {
 // a tenant whose challenge fails cools down, clicks during its cooldown
 // order nothing, and it becomes valid once its challenge can pass.
 func TestPreIssuance(t *testing.T) {
+	t.Parallel() // mostly waits on cooldowns and certmagic's order limiter
 	var domains []string
 	for i := 1; i <= 50; i++ {
 		domains = append(domains, fmt.Sprintf("link%d.shop%d.test", i, i%9))
@@ -136,10 +137,20 @@ func TestPreIssuance(t *testing.T) {
 		t.Errorf("%d issuance attempts for %s, want 1:\n%s", n, unready, grepLines(r.caddy.logText(), unready))
 	}
 
-	// once its DNS answers, a later try gets it a certificate, with no
+	// tried again when the cooldown ends, and still failing: the delay
+	// doubles
+	r.caddy.waitLogCount(t, time.Minute, "tenant certificate failed", 2, func(e map[string]any) bool { return e["domain"] == unready })
+	if c := r.certificate(t, unready); c.Status != "pending" || c.NextTry.Sub(c.FailedAt) != 40*time.Second {
+		t.Errorf("certificate of %s after a second failure: %+v, want pending with a try 40s later", unready, c)
+	}
+
+	// once its DNS answers, the next try gets it a certificate, with no
 	// click
 	r.acme.setServfail(t, unready, false)
-	r.caddy.waitLogFor(t, 3*time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == unready })
+	r.caddy.waitLogFor(t, 2*time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == unready })
+	if n := countLog(r.caddy, "obtaining certificate", "identifier", unready); n != 3 {
+		t.Errorf("%d issuance attempts for %s, want 3: one per cooldown", n, unready)
+	}
 	if c := r.certificate(t, unready); c.Status != "valid" {
 		t.Errorf("certificate of %s once its DNS answers: %+v, want valid", unready, c)
 	}
@@ -150,7 +161,7 @@ func TestPreIssuance(t *testing.T) {
 	metrics := r.metrics(t)
 	for _, want := range []string{
 		fmt.Sprintf(`caddy_linktrack_certificate_events_total{event="obtained"} %d`, len(domains)+2),
-		`caddy_linktrack_certificate_events_total{event="failed"} 1`,
+		`caddy_linktrack_certificate_events_total{event="failed"} 2`,
 		`caddy_linktrack_tenant_changes_total{change="added"} 2`,
 	} {
 		if !strings.Contains(metrics, want) {
@@ -163,6 +174,7 @@ func TestPreIssuance(t *testing.T) {
 // renewed in the background before it expires; a removed tenant's
 // certificate is neither renewed nor served.
 func TestDormantRenewal(t *testing.T) {
+	t.Parallel() // mostly waits for certificates to age
 	const kept, dropped = "kept.shop.test", "dropped.shop.test"
 	// certificates valid for a minute are due for renewal after 40s
 	r := newTenantRigValidity(t, time.Minute, "renewal_check_interval 2s", kept, dropped)
@@ -176,7 +188,7 @@ func TestDormantRenewal(t *testing.T) {
 	}
 
 	writeTenantsFile(t, r.tenantsFile, kept)
-	r.caddy.waitLog(t, "tenant removed", func(e map[string]any) bool { return e["domain"] == dropped })
+	removedAt := r.caddy.waitLog(t, "tenant removed", func(e map[string]any) bool { return e["domain"] == dropped })["ts"].(float64)
 	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.httpsPort), &tls.Config{RootCAs: roots, ServerName: dropped})
 	if err == nil {
 		conn.Close()
@@ -190,8 +202,12 @@ func TestDormantRenewal(t *testing.T) {
 	if n := countLog(r.caddy, "tenant certificate renewed", "domain", dropped); n != 0 {
 		t.Errorf("a removed tenant's certificate was renewed %d times", n)
 	}
-	if n := countLog(r.caddy, "obtaining certificate", "identifier", dropped) + countLog(r.caddy, "renewing certificate", "identifier", dropped); n != 1 {
-		t.Errorf("%d orders for %s, want only its first", n, dropped)
+	for _, msg := range []string{"obtaining certificate", "renewing certificate"} {
+		for _, e := range r.caddy.logEntriesNamed(msg) {
+			if e["identifier"] == dropped && e["ts"].(float64) > removedAt {
+				t.Errorf("%s for %s after its removal", msg, dropped)
+			}
+		}
 	}
 	if n := r.origin.Count(); n != 1 {
 		t.Errorf("origin got %d requests; only one click was made", n)

@@ -69,6 +69,17 @@ type App struct {
 	// Default: 4.
 	PreIssuanceWorkers int `json:"pre_issuance_workers,omitempty"`
 
+	// At most this many background handshakes that may place a new
+	// order, for tenants with no certificate known, run per
+	// order_limit_window; the rest wait. Renewals and clicks are not
+	// counted. Default: 300, Let's Encrypt's limit of new orders per
+	// account per 3 hours.
+	OrderLimit int `json:"order_limit,omitempty"`
+
+	// The window of order_limit: one more order may be placed every
+	// order_limit_window / order_limit. Default: `3h`.
+	OrderLimitWindow caddy.Duration `json:"order_limit_window,omitempty"`
+
 	// How often every tenant is checked, in the background, for a
 	// missing certificate or one due for renewal (when a third of its
 	// lifetime is left). A change to the registry is checked at once.
@@ -157,6 +168,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.RenewalCheckInterval < 0 {
 		return fmt.Errorf("renewal_check_interval must be positive")
+	}
+	if a.OrderLimit == 0 {
+		a.OrderLimit = DefaultOrderLimit
+	}
+	if a.OrderLimitWindow == 0 {
+		a.OrderLimitWindow = caddy.Duration(DefaultOrderLimitWindow)
+	}
+	if a.OrderLimit < 0 || a.OrderLimitWindow < 0 {
+		return fmt.Errorf("order_limit and order_limit_window must be positive")
 	}
 	if a.PreIssuanceWorkers == 0 {
 		a.PreIssuanceWorkers = DefaultPreIssuanceWorkers

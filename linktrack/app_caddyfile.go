@@ -26,6 +26,7 @@ import (
 //		issuance_cooldown <duration>
 //		pre_issuance on|off
 //		pre_issuance_workers <count>
+//		order_limit <count> <window>
 //		renewal_check_interval <duration>
 //	}
 //
@@ -153,6 +154,21 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+
+		case "order_limit":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n <= 0 {
+				return d.Errf("invalid order_limit count '%s': must be a positive integer", args[0])
+			}
+			window, err := caddy.ParseDuration(args[1])
+			if err != nil || window <= 0 {
+				return d.Errf("invalid order_limit window '%s': must be a positive duration", args[1])
+			}
+			a.OrderLimit, a.OrderLimitWindow = n, caddy.Duration(window)
 
 		case "pre_issuance_workers":
 			if !d.NextArg() {

@@ -177,10 +177,15 @@ func (c *certStates) record(name string, notBefore, notAfter, recheck time.Time)
 }
 
 // handedBack records the certificate a background handshake was served
-// for name, and leaves the name alone for a while: if it is due for
-// renewal, certmagic renews it in the background.
+// for name. If it is due for renewal, certmagic renews it in the
+// background, and reports it with an event: the name is left alone for a
+// while.
 func (c *certStates) handedBack(name string, notBefore, notAfter time.Time) {
-	c.record(name, notBefore, notAfter, time.Now().Add(recheckAfter))
+	var recheck time.Time
+	if now := time.Now(); now.After((issuedCert{notBefore: notBefore, notAfter: notAfter}).renewAt()) {
+		recheck = now.Add(recheckAfter)
+	}
+	c.record(name, notBefore, notAfter, recheck)
 }
 
 // due reports whether a background handshake should get name a
@@ -194,6 +199,14 @@ func (c *certStates) due(name string, now time.Time) bool {
 	}
 	ic, ok := c.issued[name]
 	return !ok || (now.After(ic.renewAt()) && now.After(ic.recheck))
+}
+
+// known reports whether a certificate for name was seen.
+func (c *certStates) known(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.issued[name]
+	return ok
 }
 
 // forget drops what is known of a removed tenant.

@@ -53,6 +53,7 @@ type preIssuer struct {
 	logger  *zap.Logger
 	server  *tls.Config // the HTTPS server's, found at run
 	workers int
+	orders  *orderLimiter
 
 	jobs chan string
 	kick chan struct{} // a registry change: sweep now
@@ -66,6 +67,7 @@ func newPreIssuer(a *App) *preIssuer {
 		app:     a,
 		logger:  a.logger.Named("pre_issuance"),
 		workers: a.PreIssuanceWorkers,
+		orders:  newOrderLimiter(a.OrderLimit, time.Duration(a.OrderLimitWindow)),
 		jobs:    make(chan string),
 		kick:    make(chan struct{}, 1),
 		busy:    make(map[string]context.CancelFunc),
@@ -190,6 +192,11 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	p.busy[name] = cancel
 	p.mu.Unlock()
 
+	if !p.app.certs.known(name) {
+		if err := p.orders.wait(ctx); err != nil {
+			return
+		}
+	}
 	start := time.Now()
 	leaf, err := p.handshake(ctx, name)
 	if err != nil {
