@@ -57,7 +57,7 @@ func TestFirstClickBenchmark(t *testing.T) {
 						fmt.Sprintf("127.0.0.1:%d", r.httpsPort), &tls.Config{RootCAs: roots, ServerName: d})
 					times[i] = time.Since(start)
 					if err != nil {
-						t.Errorf("%s: first handshake for %s: %v", mode, d, err)
+						t.Errorf("%s: first handshake for %s: %v\n%s", mode, d, err, grepLines(r.caddy.logText(), d))
 						return
 					}
 					conn.Close()
