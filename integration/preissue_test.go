@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-linktrack/caddy-linktrack/integration/internal/standin"
 )
 
 // certificateView is a tenant's certificate state in the admin API.
@@ -211,5 +214,41 @@ func TestDormantRenewal(t *testing.T) {
 	}
 	if n := r.origin.Count(); n != 1 {
 		t.Errorf("origin got %d requests; only one click was made", n)
+	}
+}
+
+// TestTenantEvents: tenants added and removed, and their certificates,
+// are Caddy events that an events handler can subscribe to.
+func TestTenantEvents(t *testing.T) {
+	dir := t.TempDir()
+	ca, caFile := newTestCA(t, dir)
+	origin := startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response { return redirectResponse() })
+	ports := multiTenantPorts{freePort(t), freePort(t), freePort(t)}
+	acme := startPebble(t, ports.http, ports.https)
+	config := multiTenantConfig(ports, filepath.Join(dir, "storage"), acme, origin.Port(), caFile, "")
+	// the events app logs every event it emits at debug level
+	p := startCaddy(t, "caddyfile", strings.Replace(config, "\tskip_install_trust", "\tdebug\n\tskip_install_trust", 1))
+
+	const domain = "evented.shop.test"
+	if status, body := adminRequest(t, ports.admin, "PUT", "/linktrack/tenants/"+domain, `{"origin": "esp"}`); status != 201 {
+		t.Fatalf("PUT: %d %s", status, body)
+	}
+	event := func(name, origin, field string) {
+		t.Helper()
+		p.waitLogFor(t, time.Minute, "event", func(e map[string]any) bool {
+			data, _ := e["data"].(map[string]any)
+			return e["name"] == name && e["origin"] == origin && data != nil && data[field] == domain
+		})
+	}
+	event("tenant_added", "linktrack", "domain")
+	event("cert_obtaining", "tls", "identifier")
+	event("cert_obtained", "tls", "identifier")
+	if status, body := adminRequest(t, ports.admin, "DELETE", "/linktrack/tenants/"+domain, ""); status != 204 {
+		t.Fatalf("DELETE: %d %s", status, body)
+	}
+	event("tenant_removed", "linktrack", "domain")
+	added := p.waitLog(t, "event", func(e map[string]any) bool { return e["name"] == "tenant_added" })
+	if data := added["data"].(map[string]any); data["origin"] != "esp" || data["source"] != "storage" || data["cause"] != "admin_api" {
+		t.Errorf("tenant_added data: %v", data)
 	}
 }
