@@ -96,7 +96,11 @@ func startCaddy(t testing.TB, adapter, config string) *caddyProcess {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := caddyCmd(t, "run", "--config", path, "--adapter", adapter)
+	args := []string{"run", "--config", path}
+	if adapter != "json" {
+		args = append(args, "--adapter", adapter)
+	}
+	cmd := caddyCmd(t, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
