@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -250,5 +251,82 @@ func TestTenantEvents(t *testing.T) {
 	added := p.waitLog(t, "event", func(e map[string]any) bool { return e["name"] == "tenant_added" })
 	if data := added["data"].(map[string]any); data["origin"] != "esp" || data["source"] != "storage" || data["cause"] != "admin_api" {
 		t.Errorf("tenant_added data: %v", data)
+	}
+}
+
+// TestReloadKeepsCertificateState: a config reload keeps a failing
+// tenant's cooldown, and a tenant the reload removes is refused at the
+// handshake although certmagic still caches its certificate.
+func TestReloadKeepsCertificateState(t *testing.T) {
+	t.Parallel() // mostly waits on Caddy and Pebble
+	dir := t.TempDir()
+	ca, caFile := newTestCA(t, dir)
+	origin := startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response { return redirectResponse() })
+	ports := multiTenantPorts{freePort(t), freePort(t), freePort(t)}
+	acme := startPebble(t, ports.http, ports.https)
+	const kept, dropped, unready = "a.reload.test", "b.reload.test", "c.reload.test"
+	acme.setServfail(t, unready, true)
+	config := func(tenants ...string) string {
+		app := "issuance_cooldown 10m"
+		for _, d := range tenants {
+			app += "\n\t\ttenant " + d + " esp"
+		}
+		return multiTenantConfig(ports, filepath.Join(dir, "storage"), acme, origin.Port(), caFile, app)
+	}
+	p := startCaddy(t, "caddyfile", config(kept, dropped, unready))
+	for _, d := range []string{kept, dropped} {
+		p.waitLogFor(t, time.Minute, "tenant certificate obtained", func(e map[string]any) bool { return e["domain"] == d })
+	}
+	p.waitLogFor(t, time.Minute, "tenant certificate failed", func(e map[string]any) bool { return e["domain"] == unready })
+	certificate := func(domain string) certificateView {
+		t.Helper()
+		status, body := adminRequest(t, ports.admin, "GET", "/linktrack/tenants/"+domain, "")
+		var view struct {
+			Certificate certificateView `json:"certificate"`
+		}
+		if err := json.Unmarshal([]byte(body), &view); status != 200 || err != nil {
+			t.Fatalf("GET %s: %d %s", domain, status, body)
+		}
+		return view.Certificate
+	}
+	before := certificate(unready)
+	roots := acme.issuingRoots(t)
+	handshake := func(domain string) error {
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports.https), &tls.Config{RootCAs: roots, ServerName: domain})
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := handshake(dropped); err != nil {
+		t.Fatalf("handshake for %s before the reload: %v", dropped, err)
+	}
+
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/load", ports.admin), strings.NewReader(config(kept, unready)))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("reload: status %d", res.StatusCode)
+	}
+	p.waitLog(t, "tenant removed", func(e map[string]any) bool { return e["domain"] == dropped })
+
+	if err := handshake(dropped); err == nil {
+		t.Errorf("the certificate of %s, removed by the reload, was served", dropped)
+	}
+	if err := handshake(kept); err != nil {
+		t.Errorf("handshake for %s after the reload: %v", kept, err)
+	}
+	if after := certificate(unready); after.Status != "pending" || !after.NextTry.Equal(before.NextTry) {
+		t.Errorf("certificate of %s after the reload: %+v; before it: %+v", unready, after, before)
+	}
+	if err := handshake(unready); err == nil {
+		t.Errorf("%s got a certificate during its cooldown", unready)
+	}
+	if n := countLog(p, "obtaining certificate", "identifier", unready); n != 1 {
+		t.Errorf("%d issuance attempts for %s, want 1: the reload forgot its cooldown", n, unready)
 	}
 }

@@ -101,16 +101,19 @@ type App struct {
 	routes   map[routeKey]*route
 	resolve  routeResolver // a.resolveRoute, but for tests
 
-	file     *tenantsFile
-	storage  certmagic.Storage
-	stored   storageState
-	certs    *certStates
-	pre      *preIssuer // nil when pre-issuance is off
-	removed  *removedTenants
-	events   *caddyevents.App
-	stop     chan struct{}
-	stopped  *sync.WaitGroup
-	reloadMu *sync.Mutex // serializes registry rebuilds
+	file    *tenantsFile
+	storage certmagic.Storage
+	stored  storageState
+	certs   *certStates
+	pre     *preIssuer // nil when pre-issuance is off
+	removed *removedTenants
+	// the registry of the config this one replaced, whose changes are
+	// reported at Start
+	inherited *snapshot
+	events    *caddyevents.App
+	stop      chan struct{}
+	stopped   *sync.WaitGroup
+	reloadMu  *sync.Mutex // serializes registry rebuilds
 }
 
 // NamedOrigin is a custom tracking origin defined once and used by name.
@@ -242,11 +245,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.swap(s, "config")
+	if prev := runningApp(); prev != nil {
+		a.inherit(prev)
+	}
 	return nil
 }
 
-// Start starts watching the tenants file.
+// Start reports the tenants a config reload added and removed, and
+// starts watching the tenants file and storage.
 func (a *App) Start() error {
+	if a.inherited != nil {
+		a.reportChanges(a.inherited, a.snapshot(), "config")
+		a.inherited = nil
+	}
 	if a.file != nil {
 		// an invalid file keeps the registry in use; reloadFile logs
 		// why, with the path, the entry and the field, and counts it

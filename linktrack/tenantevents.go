@@ -10,8 +10,9 @@ const loggedChanges = 100
 
 // reportChanges emits a tenant_added or tenant_removed event, counts it
 // and logs it, for every domain that next adds to or removes from prev.
-// The first registry of a config reports nothing: it is what the config
-// says.
+// The first config's registry reports nothing: it is what the config
+// says. A reloaded config reports its changes at Start, against the
+// registry of the config it replaces.
 func (a *App) reportChanges(prev, next *snapshot, cause string) {
 	logged := 0
 	report := func(event, domain string, s *snapshot, e entry) {

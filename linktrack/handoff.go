@@ -1,0 +1,65 @@
+package linktrack
+
+import (
+	"github.com/caddyserver/caddy/v2"
+)
+
+// runningApp returns the linktrack app of the config that runs while
+// this one loads, if there is one. Like Caddy's TLS app, it uses the
+// active context to hand state from one config to the next.
+func runningApp() *App {
+	mod, err := caddy.ActiveContext().AppIfConfigured("linktrack")
+	if err != nil {
+		return nil
+	}
+	prev, ok := mod.(*App)
+	if !ok || prev.registry == nil {
+		return nil
+	}
+	return prev
+}
+
+// inherit takes over what the running config's app knows, so that a
+// config reload neither forgets a cooldown, nor serves a removed
+// tenant's certificate that certmagic still caches, nor rescans what is
+// already known. It runs at provisioning, after the first registry is
+// built; the tenants it adds and removes are reported at Start.
+func (a *App) inherit(prev *App) {
+	s, old := a.snapshot(), prev.snapshot()
+	if old == nil {
+		return
+	}
+	a.inherited = old
+	prev.removed.mu.RLock()
+	for name := range prev.removed.names {
+		if !s.has(name) {
+			a.removed.removed(name)
+		}
+	}
+	prev.removed.mu.RUnlock()
+	for name := range old.exact {
+		if !s.has(name) {
+			a.removed.removed(name)
+		}
+	}
+	for parent := range old.wildcards {
+		if _, ok := s.wildcards[parent]; !ok {
+			a.removed.removed("*." + parent)
+		}
+	}
+
+	prev.certs.mu.Lock()
+	defer prev.certs.mu.Unlock()
+	a.certs.mu.Lock()
+	defer a.certs.mu.Unlock()
+	for name, f := range prev.certs.failures {
+		if _, ok := s.lookup(name); ok {
+			a.certs.failures[name] = f
+		}
+	}
+	for name, ic := range prev.certs.issued {
+		if _, ok := s.lookup(name); ok {
+			a.certs.issued[name] = ic
+		}
+	}
+}
