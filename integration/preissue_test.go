@@ -63,8 +63,11 @@ func TestPreIssuance(t *testing.T) {
 
 	// 50 tenants of the tenants file are issued with no client traffic
 	r.caddy.waitLogCount(t, 3*time.Minute, "tenant certificate obtained", len(domains), nil)
-	if n := r.acme.orders(); n != len(domains) {
-		t.Errorf("pebble received %d orders for %d tenants", n, len(domains))
+	// an order that failed (rare with Pebble) is placed again when its
+	// cooldown ends
+	failedFirst := len(r.caddy.logEntriesNamed("tenant certificate failed"))
+	if n := r.acme.orders(); n < len(domains) || (failedFirst == 0 && n != len(domains)) {
+		t.Errorf("pebble received %d orders for %d tenants, with %d failures", n, len(domains), failedFirst)
 	}
 	if n := r.origin.Count(); n != 0 {
 		t.Errorf("origin got %d requests with no client traffic", n)
@@ -165,7 +168,7 @@ func TestPreIssuance(t *testing.T) {
 	metrics := r.metrics(t)
 	for _, want := range []string{
 		fmt.Sprintf(`caddy_linktrack_certificate_events_total{event="obtained"} %d`, len(domains)+2),
-		`caddy_linktrack_certificate_events_total{event="failed"} 2`,
+		fmt.Sprintf(`caddy_linktrack_certificate_events_total{event="failed"} %d`, failedFirst+2),
 		`caddy_linktrack_tenant_changes_total{change="added"} 2`,
 	} {
 		if !strings.Contains(metrics, want) {
