@@ -72,6 +72,7 @@ func measureCertificateCache(t *testing.T, tenants int) string {
 		}
 		tenants_file %s
 		order_limit 1000000 1h
+		registered_domain_limit 1000000 1h
 	}
 }
 

@@ -80,6 +80,16 @@ type App struct {
 	// order_limit_window / order_limit. Default: `3h`.
 	OrderLimitWindow caddy.Duration `json:"order_limit_window,omitempty"`
 
+	// At most this many background handshakes that may place a new
+	// order run per registered domain (example.co.uk for
+	// a.b.example.co.uk) per registered_domain_limit_window; the others
+	// wait for the next check. Default: 50, Let's Encrypt's limit of new
+	// certificates per registered domain per week.
+	RegisteredDomainLimit int `json:"registered_domain_limit,omitempty"`
+
+	// The window of registered_domain_limit. Default: `168h`.
+	RegisteredDomainLimitWindow caddy.Duration `json:"registered_domain_limit_window,omitempty"`
+
 	// How often every tenant is checked, in the background, for a
 	// missing certificate or one due for renewal (when a third of its
 	// lifetime is left). A change to the registry is checked at once.
@@ -180,6 +190,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.OrderLimit < 0 || a.OrderLimitWindow < 0 {
 		return fmt.Errorf("order_limit and order_limit_window must be positive")
+	}
+	if a.RegisteredDomainLimit == 0 {
+		a.RegisteredDomainLimit = DefaultRegisteredDomainLimit
+	}
+	if a.RegisteredDomainLimitWindow == 0 {
+		a.RegisteredDomainLimitWindow = caddy.Duration(DefaultRegisteredDomainLimitWindow)
+	}
+	if a.RegisteredDomainLimit < 0 || a.RegisteredDomainLimitWindow < 0 {
+		return fmt.Errorf("registered_domain_limit and registered_domain_limit_window must be positive")
 	}
 	if a.PreIssuanceWorkers == 0 {
 		a.PreIssuanceWorkers = DefaultPreIssuanceWorkers

@@ -27,6 +27,7 @@ import (
 //		pre_issuance on|off
 //		pre_issuance_workers <count>
 //		order_limit <count> <window>
+//		registered_domain_limit <count> <window>
 //		renewal_check_interval <duration>
 //	}
 //
@@ -155,20 +156,25 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "order_limit":
+		case "order_limit", "registered_domain_limit":
+			field := d.Val()
 			args := d.RemainingArgs()
 			if len(args) != 2 {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n <= 0 {
-				return d.Errf("invalid order_limit count '%s': must be a positive integer", args[0])
+				return d.Errf("invalid %s count '%s': must be a positive integer", field, args[0])
 			}
 			window, err := caddy.ParseDuration(args[1])
 			if err != nil || window <= 0 {
-				return d.Errf("invalid order_limit window '%s': must be a positive duration", args[1])
+				return d.Errf("invalid %s window '%s': must be a positive duration", field, args[1])
 			}
-			a.OrderLimit, a.OrderLimitWindow = n, caddy.Duration(window)
+			if field == "order_limit" {
+				a.OrderLimit, a.OrderLimitWindow = n, caddy.Duration(window)
+			} else {
+				a.RegisteredDomainLimit, a.RegisteredDomainLimitWindow = n, caddy.Duration(window)
+			}
 
 		case "pre_issuance_workers":
 			if !d.NextArg() {

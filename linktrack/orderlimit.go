@@ -2,42 +2,85 @@ package linktrack
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 )
 
-// DefaultOrderLimit and DefaultOrderLimitWindow are Let's Encrypt's
-// limit of new orders per account.
+// Let's Encrypt's limits, the defaults of the order limits: new orders
+// per account, and new certificates per registered domain.
 const (
-	DefaultOrderLimit       = 300
-	DefaultOrderLimitWindow = 3 * time.Hour
+	DefaultOrderLimit                  = 300
+	DefaultOrderLimitWindow            = 3 * time.Hour
+	DefaultRegisteredDomainLimit       = 50
+	DefaultRegisteredDomainLimitWindow = 7 * 24 * time.Hour
 )
+
+// errRegisteredDomainLimit is returned for a name whose registered
+// domain had its share of new certificates in the window.
+var errRegisteredDomainLimit = errors.New("registered domain limit reached")
 
 // orderLimiter spaces out the background handshakes that may place a new
-// order: a token bucket that holds up to limit tokens and gains one
-// every window/limit, as Let's Encrypt counts orders.
+// order. Across all names it is a token bucket that holds up to limit
+// tokens and gains one every window/limit, as Let's Encrypt counts orders
+// per account. Per registered domain (example.co.uk for
+// a.b.example.co.uk) it allows domainLimit orders per domainWindow.
 type orderLimiter struct {
 	mu     sync.Mutex
 	limit  float64
 	every  time.Duration // one token back
 	tokens float64
 	last   time.Time
+
+	domainLimit  int
+	domainWindow time.Duration
+	domains      map[string][]time.Time // orders in the window, by registered domain
 }
 
-func newOrderLimiter(limit int, window time.Duration) *orderLimiter {
-	return &orderLimiter{limit: float64(limit), every: window / time.Duration(limit), tokens: float64(limit), last: time.Now()}
+func newOrderLimiter(limit int, window time.Duration, domainLimit int, domainWindow time.Duration) *orderLimiter {
+	return &orderLimiter{
+		limit:        float64(limit),
+		every:        window / time.Duration(limit),
+		tokens:       float64(limit),
+		last:         time.Now(),
+		domainLimit:  domainLimit,
+		domainWindow: domainWindow,
+		domains:      make(map[string][]time.Time),
+	}
 }
 
-// wait takes a token, waiting for one if there is none. It returns
-// ctx's error if ctx ends first.
-func (l *orderLimiter) wait(ctx context.Context) error {
+// wait takes a token for an order for name, waiting for one if there is
+// none. It returns errRegisteredDomainLimit at once if name's registered
+// domain has no order left in its window, and ctx's error if ctx ends
+// first.
+func (l *orderLimiter) wait(ctx context.Context, name string) error {
+	registered, err := publicsuffix.EffectiveTLDPlusOne(name)
+	if err != nil {
+		registered = name
+	}
 	for {
 		l.mu.Lock()
 		now := time.Now()
+		recent := l.domains[registered]
+		for len(recent) > 0 && now.Sub(recent[0]) >= l.domainWindow {
+			recent = recent[1:]
+		}
+		if len(recent) == 0 {
+			delete(l.domains, registered)
+		} else {
+			l.domains[registered] = recent
+		}
+		if len(recent) >= l.domainLimit {
+			l.mu.Unlock()
+			return errRegisteredDomainLimit
+		}
 		l.tokens = min(l.limit, l.tokens+float64(now.Sub(l.last))/float64(l.every))
 		l.last = now
 		if l.tokens >= 1 {
 			l.tokens--
+			l.domains[registered] = append(recent, now)
 			l.mu.Unlock()
 			return nil
 		}

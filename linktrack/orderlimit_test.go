@@ -2,25 +2,47 @@ package linktrack
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
 
 func TestOrderLimiter(t *testing.T) {
-	l := newOrderLimiter(3, time.Hour)
-	for i := range 3 {
-		if err := l.wait(context.Background()); err != nil {
+	l := newOrderLimiter(3, time.Hour, 50, time.Hour)
+	for i, name := range []string{"a.one.test", "b.two.test", "c.three.test"} {
+		if err := l.wait(context.Background(), name); err != nil {
 			t.Fatalf("order %d of the first 3: %v", i+1, err)
 		}
 	}
 	// the fourth must wait about 20 minutes for a token
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := l.wait(ctx); err == nil {
+	if err := l.wait(ctx, "d.four.test"); err == nil {
 		t.Fatal("a fourth order within the window got a token")
 	}
 	l.last = l.last.Add(-20 * time.Minute) // as if 20 minutes had passed
-	if err := l.wait(ctx); err != nil {
+	if err := l.wait(ctx, "d.four.test"); err != nil {
 		t.Fatalf("no token 20 minutes later: %v", err)
+	}
+}
+
+func TestRegisteredDomainLimit(t *testing.T) {
+	l := newOrderLimiter(1000, time.Hour, 2, 24*time.Hour)
+	for _, name := range []string{"a.shop.example.co.uk", "b.example.co.uk"} {
+		if err := l.wait(context.Background(), name); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if err := l.wait(context.Background(), "c.example.co.uk"); !errors.Is(err, errRegisteredDomainLimit) {
+		t.Errorf("a third order for example.co.uk: %v, want the registered domain limit", err)
+	}
+	if err := l.wait(context.Background(), "a.other.co.uk"); err != nil {
+		t.Errorf("another registered domain under the same suffix: %v", err)
+	}
+	for i := range l.domains["example.co.uk"] {
+		l.domains["example.co.uk"][i] = l.domains["example.co.uk"][i].Add(-25 * time.Hour)
+	}
+	if err := l.wait(context.Background(), "c.example.co.uk"); err != nil {
+		t.Errorf("an order for example.co.uk once its window passed: %v", err)
 	}
 }

@@ -67,10 +67,11 @@ func newPreIssuer(a *App) *preIssuer {
 		app:     a,
 		logger:  a.logger.Named("pre_issuance"),
 		workers: a.PreIssuanceWorkers,
-		orders:  newOrderLimiter(a.OrderLimit, time.Duration(a.OrderLimitWindow)),
-		jobs:    make(chan string),
-		kick:    make(chan struct{}, 1),
-		busy:    make(map[string]context.CancelFunc),
+		orders: newOrderLimiter(a.OrderLimit, time.Duration(a.OrderLimitWindow),
+			a.RegisteredDomainLimit, time.Duration(a.RegisteredDomainLimitWindow)),
+		jobs: make(chan string),
+		kick: make(chan struct{}, 1),
+		busy: make(map[string]context.CancelFunc),
 	}
 }
 
@@ -193,7 +194,10 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	p.mu.Unlock()
 
 	if !p.app.certs.known(name) {
-		if err := p.orders.wait(ctx); err != nil {
+		if err := p.orders.wait(ctx, name); err != nil {
+			if errors.Is(err, errRegisteredDomainLimit) {
+				p.logger.Debug("registered domain limit reached; waiting for the next check", zap.String("domain", name))
+			}
 			return
 		}
 	}
