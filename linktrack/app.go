@@ -221,7 +221,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if _, err := register(ctx.GetMetricsRegistry(), a.certs); err != nil {
 		return fmt.Errorf("registering certificate metrics: %v", err)
 	}
-	if a.removed, err = watchRemoved(a.events); err != nil {
+	if a.removed, err = watchRemoved(a.events, a.snapshot); err != nil {
 		return err
 	}
 	if !a.DisablePreIssuance {

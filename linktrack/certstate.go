@@ -59,10 +59,11 @@ const maxCooldown = time.Hour
 // certFailure is a name's last failed issuance, and when the next order
 // may be placed.
 type certFailure struct {
-	err   string
-	at    time.Time
-	delay time.Duration
-	next  time.Time
+	renewal bool // of a certificate that may still be valid
+	err     string
+	at      time.Time
+	delay   time.Duration
+	next    time.Time
 }
 
 // watchCertificates subscribes to Caddy's certificate events. Event
@@ -123,9 +124,9 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 		c.mu.Lock()
 		delay := c.cooldown
 		if prior, ok := c.failures[name]; ok {
-			delay = min(2*prior.delay, maxCooldown)
+			delay = min(2*prior.delay, max(maxCooldown, c.cooldown))
 		}
-		f := certFailure{err: fmt.Sprint(e.Data["error"]), at: e.Timestamp(), delay: delay, next: e.Timestamp().Add(delay)}
+		f := certFailure{renewal: renewal, err: fmt.Sprint(e.Data["error"]), at: e.Timestamp(), delay: delay, next: e.Timestamp().Add(delay)}
 		c.failures[name] = f
 		c.mu.Unlock()
 		c.app.metrics.certEvents.WithLabelValues("failed").Inc()
@@ -209,12 +210,13 @@ func (c *certStates) known(name string) bool {
 	return ok
 }
 
-// forget drops what is known of a removed tenant.
+// forget drops what is known of a removed tenant's certificate. A
+// failure is kept, so that removing and adding a tenant back does not
+// end its cooldown.
 func (c *certStates) forget(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.issued, name)
-	delete(c.failures, name)
 }
 
 // loadCert reads and parses a certificate from storage.
@@ -279,7 +281,7 @@ func (c *certStates) refuses(name string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f, ok := c.failures[name]
-	if !ok || !time.Now().Before(f.next) {
+	if !ok || f.renewal || !time.Now().Before(f.next) {
 		return time.Time{}, false
 	}
 	if ic, ok := c.issued[name]; ok && time.Now().Before(ic.notAfter) {
@@ -358,7 +360,7 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	if failed {
 		return certificateState{Status: "pending", Error: failure.err, FailedAt: &failure.at, NextTry: &failure.next}
 	}
-	if c.app.pre != nil {
+	if c.app.pre != nil && !c.app.pre.off.Load() {
 		return certificateState{Status: "pending"} // queued, in flight, or at the next sweep
 	}
 	return certificateState{Status: "none"}

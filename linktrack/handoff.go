@@ -32,9 +32,7 @@ func (a *App) inherit(prev *App) {
 	a.inherited = old
 	prev.removed.mu.RLock()
 	for name := range prev.removed.names {
-		if !s.has(name) {
-			a.removed.removed(name)
-		}
+		a.removed.removed(name) // refused only while no tenant covers it
 	}
 	prev.removed.mu.RUnlock()
 	for name := range old.exact {
@@ -61,5 +59,9 @@ func (a *App) inherit(prev *App) {
 		if _, ok := s.lookup(name); ok {
 			a.certs.issued[name] = ic
 		}
+	}
+	// the CA counts orders per account and domain, not per config
+	if a.pre != nil && prev.pre != nil && a.pre.orders.sameLimits(prev.pre.orders) {
+		a.pre.orders = prev.pre.orders
 	}
 }

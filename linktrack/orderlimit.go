@@ -51,6 +51,32 @@ func newOrderLimiter(limit int, window time.Duration, domainLimit int, domainWin
 	}
 }
 
+// sameLimits reports whether o enforces the same limits as l.
+func (l *orderLimiter) sameLimits(o *orderLimiter) bool {
+	return l.limit == o.limit && l.every == o.every && l.domainLimit == o.domainLimit && l.domainWindow == o.domainWindow
+}
+
+// ready reports whether an order for name could be placed now, without
+// taking a token: a sweep leaves the others for a later sweep, so that
+// no worker waits on the limits while renewals queue behind it.
+func (l *orderLimiter) ready(name string) bool {
+	registered, err := publicsuffix.EffectiveTLDPlusOne(name)
+	if err != nil {
+		registered = name
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	recent := 0
+	for _, at := range l.domains[registered] {
+		if now.Sub(at) < l.domainWindow {
+			recent++
+		}
+	}
+	tokens := min(l.limit, l.tokens+float64(now.Sub(l.last))/float64(l.every))
+	return recent < l.domainLimit && tokens >= 1
+}
+
 // wait takes a token for an order for name, waiting for one if there is
 // none. It returns errRegisteredDomainLimit at once if name's registered
 // domain has no order left in its window, and ctx's error if ctx ends

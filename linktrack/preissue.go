@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -60,6 +61,8 @@ type preIssuer struct {
 
 	mu   sync.Mutex
 	busy map[string]context.CancelFunc // names queued or in flight
+
+	off atomic.Bool // no HTTPS server to obtain through
 }
 
 func newPreIssuer(a *App) *preIssuer {
@@ -87,6 +90,7 @@ func (p *preIssuer) run(stop <-chan struct{}) {
 
 	policies, err := httpsPolicies(p.app.ctx)
 	if err != nil {
+		p.off.Store(true)
 		p.logger.Warn("pre-issuance is off", zap.Error(err))
 		return
 	}
@@ -139,7 +143,13 @@ func (p *preIssuer) sweep(stop <-chan struct{}) bool {
 	}
 	now := time.Now()
 	for name := range s.exact {
-		if !p.app.certs.due(name, now) || !p.claim(name) {
+		if !p.app.certs.due(name, now) {
+			continue
+		}
+		if !p.app.certs.known(name) && !p.orders.ready(name) {
+			continue // over the order limits: a later sweep
+		}
+		if !p.claim(name) {
 			continue
 		}
 		select {
@@ -187,12 +197,11 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	if s := p.app.snapshot(); s == nil || !s.has(name) {
 		return // removed while queued
 	}
-	ctx, cancel := context.WithTimeout(ctx, preIssueTimeout)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.mu.Lock()
 	p.busy[name] = cancel
 	p.mu.Unlock()
-
 	if !p.app.certs.known(name) {
 		if err := p.orders.wait(ctx, name); err != nil {
 			if errors.Is(err, errRegisteredDomainLimit) {
@@ -201,6 +210,9 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 			return
 		}
 	}
+	// the handshake's time starts once the order may be placed
+	ctx, stop := context.WithTimeout(ctx, preIssueTimeout)
+	defer stop()
 	start := time.Now()
 	leaf, err := p.handshake(ctx, name)
 	if err != nil {

@@ -18,14 +18,15 @@ import (
 // renewal (when the permission, asked again, drops it). A name added
 // back is served again.
 type removedTenants struct {
-	mu    sync.RWMutex
-	names map[string]struct{}
+	mu      sync.RWMutex
+	names   map[string]struct{}
+	current func() *snapshot // the registry in use
 }
 
 // watchRemoved subscribes to the event certmagic emits at every
 // handshake before it picks a certificate.
-func watchRemoved(events *caddyevents.App) (*removedTenants, error) {
-	r := &removedTenants{names: make(map[string]struct{})}
+func watchRemoved(events *caddyevents.App, current func() *snapshot) (*removedTenants, error) {
+	r := &removedTenants{names: make(map[string]struct{}), current: current}
 	if err := events.On("tls_get_certificate", r); err != nil {
 		return nil, fmt.Errorf("subscribing to tls_get_certificate: %v", err)
 	}
@@ -59,10 +60,15 @@ func (r *removedTenants) Handle(_ context.Context, e caddy.Event) error {
 	if i := strings.IndexByte(name, '.'); !gone && i > 0 {
 		_, gone = r.names["*"+name[i:]]
 	}
-	if gone {
-		return fmt.Errorf("%w: '%s' is no longer a tenant", caddy.ErrEventAborted, name)
+	if !gone {
+		return nil
 	}
-	return nil
+	if s := r.current(); s != nil {
+		if _, covered := s.lookup(name); covered {
+			return nil // still a tenant, by another entry
+		}
+	}
+	return fmt.Errorf("%w: '%s' is no longer a tenant", caddy.ErrEventAborted, name)
 }
 
 // helloServerName reads the server name of the client hello certmagic

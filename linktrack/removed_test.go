@@ -9,7 +9,13 @@ import (
 )
 
 func TestRemovedTenantsRefused(t *testing.T) {
-	r := &removedTenants{names: make(map[string]struct{})}
+	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{
+		{Domain: "*.covered.example.com", Provider: "sendgrid"},
+	}}}, fakeRoutes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &removedTenants{names: make(map[string]struct{}), current: func() *snapshot { return s }}
 	handshake := func(serverName string) error {
 		// certmagic's event data holds a struct of an unexported type
 		// with the client hello's fields
@@ -29,12 +35,13 @@ func TestRemovedTenantsRefused(t *testing.T) {
 	}
 	r.removed("gone.example.com")
 	r.removed("*.wild.example.com")
+	r.removed("a.covered.example.com") // an exact tenant removed; its wildcard remains
 	for _, name := range []string{"gone.example.com", "GONE.example.com.", "a.wild.example.com"} {
 		if err := handshake(name); !errors.Is(err, caddy.ErrEventAborted) {
 			t.Errorf("handshake for removed %q: %v, want it aborted", name, err)
 		}
 	}
-	for _, name := range []string{"kept.example.com", "a.b.wild.example.com", "", "203.0.113.1"} {
+	for _, name := range []string{"kept.example.com", "a.b.wild.example.com", "", "203.0.113.1", "a.covered.example.com"} {
 		if err := handshake(name); err != nil {
 			t.Errorf("handshake for %q: %v, want it let through", name, err)
 		}

@@ -19,13 +19,20 @@ func (a *App) reportChanges(prev, next *snapshot, cause string) {
 		change := "added"
 		if event == "tenant_removed" {
 			change = "removed"
-			a.certs.forget(domain)
-			a.removed.removed(domain)
-		} else {
+			if a.certs != nil {
+				a.certs.forget(domain)
+			}
+			if a.removed != nil {
+				a.removed.removed(domain)
+			}
+		} else if a.removed != nil {
 			a.removed.added(domain)
 		}
 		a.metrics.tenantChanges.WithLabelValues(change).Inc()
 		t := s.tenant(domain, e)
+		if a.events == nil {
+			return
+		}
 		a.events.Emit(a.ctx, event, map[string]any{
 			"domain":   domain,
 			"provider": t.Provider,
