@@ -59,8 +59,9 @@ type preIssuer struct {
 	jobs chan string
 	kick chan struct{} // a registry change: sweep now
 
-	mu   sync.Mutex
-	busy map[string]context.CancelFunc // names queued or in flight
+	mu    sync.Mutex
+	busy  map[string]context.CancelFunc // names queued or in flight
+	retry map[string]retryAfter         // handshakes that failed with no order
 
 	off atomic.Bool // no HTTPS server to obtain through
 }
@@ -162,11 +163,23 @@ func (p *preIssuer) sweep(stop <-chan struct{}) bool {
 	return true
 }
 
-// claim marks name as queued; it reports false if it already is.
+// retryAfter delays the next background handshake of a name whose last
+// one failed without a failed order, which would start no cooldown: no
+// TLS policy for the name, say.
+type retryAfter struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// claim marks name as queued; it reports false if it already is, or if
+// its last handshake failed too recently.
 func (p *preIssuer) claim(name string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.busy[name]; ok {
+		return false
+	}
+	if r, ok := p.retry[name]; ok && time.Now().Before(r.next) {
 		return false
 	}
 	p.busy[name] = func() {}
@@ -217,10 +230,13 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	leaf, err := p.handshake(ctx, name)
 	if err != nil {
 		if ctx.Err() == nil {
-			p.logger.Debug("background handshake failed", zap.String("domain", name), zap.Error(err))
+			p.handshakeFailed(name, err)
 		}
 		return
 	}
+	p.mu.Lock()
+	delete(p.retry, name)
+	p.mu.Unlock()
 	if err := leaf.VerifyHostname(name); err != nil {
 		p.logger.Warn("background handshake got a certificate for another name",
 			zap.String("domain", name), zap.Strings("names", leaf.DNSNames))
@@ -229,6 +245,22 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	p.app.certs.handedBack(name, leaf.NotBefore, leaf.NotAfter)
 	p.logger.Debug("certificate ready", zap.String("domain", name),
 		zap.Time("not_after", leaf.NotAfter), zap.Duration("duration", time.Since(start)))
+}
+
+// handshakeFailed delays name's next background handshake, from one
+// renewal check interval up to an hour, and warns at its first failure.
+func (p *preIssuer) handshakeFailed(name string, err error) {
+	p.mu.Lock()
+	r, again := p.retry[name]
+	r.delay = min(max(2*r.delay, time.Duration(p.app.RenewalCheckInterval)), time.Hour)
+	r.next = time.Now().Add(r.delay)
+	p.retry[name] = r
+	p.mu.Unlock()
+	log := p.logger.Warn
+	if again {
+		log = p.logger.Debug
+	}
+	log("background handshake failed", zap.String("domain", name), zap.Error(err), zap.Time("next_try", r.next))
 }
 
 // handshake runs both ends of a TLS handshake for name over an
@@ -244,16 +276,20 @@ func (p *preIssuer) handshake(ctx context.Context, name string) (*x509.Certifica
 	// the caller; its chain is the issuer's business
 	client := tls.Client(clientEnd, &tls.Config{ServerName: name, InsecureSkipVerify: true}) //nolint:gosec
 	err := client.HandshakeContext(ctx)
-	if err != nil {
-		serverEnd.Close()
+	var leaf *x509.Certificate
+	if err == nil {
+		leaf = client.ConnectionState().PeerCertificates[0]
 	}
-	if serverErr := <-serverDone; err == nil {
-		err = serverErr
+	// the server end may still be writing (a ticket, an alert) or, when
+	// ctx ended, waiting on certmagic: closing both ends lets it return,
+	// and it is not waited for once ctx ends
+	clientEnd.Close()
+	serverEnd.Close()
+	select {
+	case <-serverDone:
+	case <-ctx.Done():
 	}
-	if err != nil {
-		return nil, err
-	}
-	return client.ConnectionState().PeerCertificates[0], nil
+	return leaf, err
 }
 
 // httpsPolicies returns the TLS connection policies of this config's
