@@ -84,23 +84,8 @@ https:// {
 	linktrack
 }
 `, ports.admin, ports.http, ports.https, filepath.Join(dir, "storage"), origin.Port(), caFile, tenantsFile)
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	adapted, err := caddyCmd(t, "adapt", "--config", path).Output()
-	if err != nil {
-		t.Fatalf("caddy adapt: %v", err)
-	}
-	var config map[string]any
-	if err := json.Unmarshal(adapted, &config); err != nil {
-		t.Fatal(err)
-	}
-	config["apps"].(map[string]any)["tls"].(map[string]any)["cache"] = map[string]any{"capacity": cacheCapacity}
-	raw, _ := json.Marshal(config)
-
 	start := time.Now()
-	p := startCaddy(t, "json", string(raw))
+	p := startCaddyCacheCapacity(t, caddyfile, cacheCapacity)
 	deadline := time.Now().Add(40 * time.Minute)
 	for metricValue(scrapeMetrics(t, ports.admin), `caddy_linktrack_certificate_events_total{event="obtained"}`) < float64(tenants) {
 		if time.Now().After(deadline) {
@@ -149,4 +134,26 @@ https:// {
 	t.Log(strings.TrimSpace(row))
 	p.stop()
 	return row
+}
+
+// startCaddyCacheCapacity runs a Caddyfile with the certificate cache
+// capacity set, which the Caddyfile has no option for: it adapts the
+// Caddyfile to JSON and sets apps.tls.cache.capacity there.
+func startCaddyCacheCapacity(t *testing.T, caddyfile string, capacity int) *caddyProcess {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	adapted, err := caddyCmd(t, "adapt", "--config", path).Output()
+	if err != nil {
+		t.Fatalf("caddy adapt: %v", err)
+	}
+	var config map[string]any
+	if err := json.Unmarshal(adapted, &config); err != nil {
+		t.Fatal(err)
+	}
+	config["apps"].(map[string]any)["tls"].(map[string]any)["cache"] = map[string]any{"capacity": capacity}
+	raw, _ := json.Marshal(config)
+	return startCaddy(t, "json", string(raw))
 }

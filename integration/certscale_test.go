@@ -102,25 +102,8 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	r.generated = time.Since(began)
 	t.Logf("%d certificates written under %s in %s", r.tenants, certmagic.StorageKeys.CertsPrefix(issuerKey), r.generated.Round(time.Millisecond))
 
-	// the multi-tenant Caddyfile, adapted to JSON for the cache capacity,
-	// which the Caddyfile has no option for
-	caddyfile := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(caddyfile, []byte(multiTenantConfig(ports, storage, acme, origin.Port(), caFile, "tenants_file "+tenantsFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	adapted, err := caddyCmd(t, "adapt", "--config", caddyfile).Output()
-	if err != nil {
-		t.Fatalf("caddy adapt: %v", err)
-	}
-	var config map[string]any
-	if err := json.Unmarshal(adapted, &config); err != nil {
-		t.Fatal(err)
-	}
-	config["apps"].(map[string]any)["tls"].(map[string]any)["cache"] = map[string]any{"capacity": cacheCapacity}
-	raw, _ := json.Marshal(config)
-
 	start := time.Now()
-	p := startCaddy(t, "json", string(raw))
+	p := startCaddyCacheCapacity(t, multiTenantConfig(ports, storage, acme, origin.Port(), caFile, "tenants_file "+tenantsFile), cacheCapacity)
 	since := func(msg string) time.Duration {
 		at, ok := certScaleLogTime(p, msg, 10*time.Minute)
 		if !ok {
