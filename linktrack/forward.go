@@ -40,9 +40,11 @@ func (p *originProxy) outgoingRequest(w http.ResponseWriter, r *http.Request, ho
 
 	switch {
 	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
-		// a nil body lets the transport retry a request it could not
-		// send on a stale keep-alive connection (golang/go#16036)
-		out.Body = nil
+		out.Body, out.ContentLength = nil, 0
+		if p.guardReplay && replayable(r) {
+			// never sent twice by the transport; see noreplay.go
+			out.Body, out.TransferEncoding = new(unsentBody), identityEncoding
+		}
 	default:
 		out.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, maxBodySize)}
 	}

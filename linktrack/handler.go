@@ -29,6 +29,13 @@ const (
 	DefaultMaxIdleConnsPerHost   = 128
 	DefaultResponseHeaderTimeout = 30 * time.Second
 	DefaultReadTimeout           = 60 * time.Second
+
+	// DefaultIdleConnTimeout is how long an idle connection to the
+	// origin is kept. A request is never sent twice, so a connection
+	// must be dropped before the origin closes it: this is below the
+	// 5s keep-alive timeout of Node.js, Apache httpd and uvicorn, the
+	// shortest that common origin servers use by default.
+	DefaultIdleConnTimeout = 4 * time.Second
 )
 
 // Handler proxies tracking requests to an email provider's tracking
@@ -72,7 +79,9 @@ type Handler struct {
 	// decompressed), 128 idle connections per host, a 30s response
 	// header timeout, a 60s read timeout (an origin silent that long in
 	// the middle of a body is cut off, like nginx's proxy_read_timeout),
-	// and TLS enabled for https origins. Dial timeout: 3s.
+	// idle connections dropped after 4s (below the 5s keep-alive
+	// timeout of Node.js and Apache, since a request is never sent
+	// twice), and TLS enabled for https origins. Dial timeout: 3s.
 	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
 
 	// The largest request body forwarded, in bytes. A larger request
@@ -234,6 +243,14 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP proxies the request to the origin and copies the origin's
 // response back unchanged.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// Go's server drops a Content-Length sent beside
+		// Transfer-Encoding, so no handler can tell that the framing
+		// was ambiguous; RFC 9112 section 6.1 then requires closing the
+		// connection. Clicks never send a chunked body, so every
+		// connection that carried one is closed after the response.
+		w.Header().Set("Connection", "close")
+	}
 	if r.Method == http.MethodConnect {
 		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("CONNECT is never proxied"))
 	}

@@ -26,6 +26,12 @@ type originProxy struct {
 
 	// the values of the linktrack.* request variables, boxed once
 	providerVar, regionVar, originVar any
+
+	// guardReplay is set when the transport may speak HTTP/1.x, whose
+	// client would send a failed request again (see noreplay.go);
+	// http1Only when it speaks nothing else, so that a request that
+	// never reached a connection may be sent once more.
+	guardReplay, http1Only bool
 }
 
 // newOriginProxy loads Caddy's http transport for the origin, with
@@ -48,7 +54,10 @@ func newOriginProxy(ctx caddy.Context, origin *url.URL, provider, region string,
 	if err != nil {
 		return nil, fmt.Errorf("registering metrics: %v", err)
 	}
+	guardReplay, http1Only := httpVersions(transport.Versions)
 	return &originProxy{
+		guardReplay: guardReplay,
+		http1Only:   http1Only,
 		providerVar: provider,
 		regionVar:   region,
 		originVar:   origin.String(),
@@ -90,6 +99,9 @@ func transportWithDefaults(origin *url.URL, configured *reverseproxy.HTTPTranspo
 	if t.KeepAlive.MaxIdleConnsPerHost == 0 {
 		t.KeepAlive.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}
+	if t.KeepAlive.IdleConnTimeout == 0 {
+		t.KeepAlive.IdleConnTimeout = caddy.Duration(DefaultIdleConnTimeout)
+	}
 	if t.ResponseHeaderTimeout == 0 {
 		t.ResponseHeaderTimeout = caddy.Duration(DefaultResponseHeaderTimeout)
 	}
@@ -107,6 +119,21 @@ func transportWithDefaults(origin *url.URL, configured *reverseproxy.HTTPTranspo
 		}
 	}
 	return t, nil
+}
+
+// httpVersions reports whether a transport with these versions may
+// speak HTTP/1.x to the origin, and whether it speaks nothing else.
+func httpVersions(versions []string) (http1, http1Only bool) {
+	http1Only = true
+	for _, v := range versions {
+		switch v {
+		case "1.0", "1.1":
+			http1 = true
+		default:
+			http1Only = false
+		}
+	}
+	return http1, http1 && http1Only
 }
 
 // Request variables linktrack sets, read as {http.vars.linktrack.*}.
@@ -135,6 +162,10 @@ func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tena
 	start := time.Now()
 	out := p.outgoingRequest(w, r, host, maxBodySize)
 	res, err := p.transport.RoundTrip(out)
+	if err != nil && p.http1Only && sendOnceMore(out, err) {
+		out.Body = new(unsentBody)
+		res, err = p.transport.RoundTrip(out)
+	}
 	if err != nil {
 		if body, ok := out.Body.(*clientBody); ok && body.err != nil {
 			err = clientBodyError{body.err}

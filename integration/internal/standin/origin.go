@@ -81,6 +81,10 @@ type Response struct {
 	// CloseWithoutResponse makes the origin read the request fully and then
 	// close the connection without writing anything.
 	CloseWithoutResponse bool
+	// ResetWithoutResponse makes the origin read the request fully and then
+	// reset the TCP connection (RST, no TLS close_notify) without writing
+	// anything.
+	ResetWithoutResponse bool
 
 	// CutAfter, if positive, sends the head, which declares the whole
 	// body, and only this many bytes of the body; then the connection is
@@ -113,6 +117,7 @@ type Origin struct {
 	closed    bool
 	conns     map[net.Conn]struct{}
 	nconns    int
+	ended     map[int]chan struct{} // closed when the connection with that ID ends
 	queue     []*Received
 	count     int
 	notify    chan struct{} // closed and replaced whenever a record is queued
@@ -141,6 +146,7 @@ func Start(cfg Config) (*Origin, error) {
 		onHead:  cfg.OnHead,
 		done:    make(chan struct{}),
 		conns:   make(map[net.Conn]struct{}),
+		ended:   make(map[int]chan struct{}),
 		notify:  make(chan struct{}),
 	}
 	if o.respond == nil {
@@ -209,6 +215,23 @@ func (o *Origin) Conns() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.nconns
+}
+
+// ConnEnded returns a channel that is closed once the connection with
+// the given 1-based ID (Received.ConnID) has ended, closed by either side.
+func (o *Origin) ConnEnded(id int) <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.endedLocked(id)
+}
+
+func (o *Origin) endedLocked(id int) chan struct{} {
+	ch, ok := o.ended[id]
+	if !ok {
+		ch = make(chan struct{})
+		o.ended[id] = ch
+	}
+	return ch
 }
 
 // Reset drops all queued records that Next has not returned yet.
@@ -290,6 +313,7 @@ func (o *Origin) serveConn(raw net.Conn, id int) {
 	defer func() {
 		o.mu.Lock()
 		delete(o.conns, raw)
+		close(o.endedLocked(id))
 		o.mu.Unlock()
 	}()
 	conn := raw
@@ -327,6 +351,12 @@ func (o *Origin) serveConn(raw net.Conn, id int) {
 			<-o.done
 			return
 		case resp.CloseWithoutResponse:
+			return
+		case resp.ResetWithoutResponse:
+			if tc, ok := raw.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			raw.Close() // before the deferred Close, which would send close_notify
 			return
 		}
 		closing := next == answerAndClose || resp.NoContentLength || hasToken(resp.Headers, "Connection", "close") || resp.CutAfter > 0
