@@ -32,11 +32,26 @@ type exchange struct {
 }
 
 // notCompared are fields that describe a hop, not the message; they may
-// differ between the client's hop and the origin's.
+// differ between the client's hop and the proxy's. They are left out of
+// the client's request and of both responses.
 var notCompared = map[string]bool{
 	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true,
 	"Keep-Alive": true, "Te": true, "Trailer": true, "Upgrade": true, "Proxy-Connection": true,
 	"Proxy-Authorization": true, "Proxy-Authenticate": true, "Alt-Svc": true,
+}
+
+// framing are the fields that frame the request on the proxy's own hop.
+// They are the only ones left out of what the origin received: Host and
+// Content-Length are checked on their own, and any other field the proxy
+// let through, hop-by-hop or not, makes the headers differ.
+var framing = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true}
+
+// hopByHop are the fields that must not reach the origin (RFC 9110
+// section 7.6.1), besides those the client's Connection field names.
+// Only "TE: trailers" passes.
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate",
+	"Te", "Trailer", "Upgrade",
 }
 
 // browser is the header block of an ordinary click.
@@ -148,9 +163,15 @@ func exchanges() []exchange {
 		{name: "empty header value", method: http.MethodGet, target: "/", headers: browser(standin.Field{Name: "X-Empty", Value: ""})},
 		{name: "spoofed forwarded-for is replaced", method: http.MethodGet, target: "/ls/click",
 			headers: browser(standin.Field{Name: "X-Forwarded-For", Value: "203.0.113.9"}, standin.Field{Name: "X-Forwarded-Host", Value: "evil.example"}, standin.Field{Name: "X-Forwarded-Proto", Value: "gopher"})},
+		// HTTP/2 forbids connection-specific fields (RFC 9113 8.2.2): Go's
+		// HTTP/2 client refuses this request
 		{name: "hop-by-hop headers are dropped", method: http.MethodGet, target: "/",
 			headers: browser(standin.Field{Name: "Connection", Value: "keep-alive, X-Hop"}, standin.Field{Name: "X-Hop", Value: "1"},
-				standin.Field{Name: "Keep-Alive", Value: "timeout=5"}, standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="}), h1Only: true},
+				standin.Field{Name: "Keep-Alive", Value: "timeout=5"}, standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="},
+				standin.Field{Name: "Proxy-Connection", Value: "keep-alive"}, standin.Field{Name: "TE", Value: "gzip"},
+				standin.Field{Name: "Upgrade", Value: "websocket"}), h1Only: true},
+		{name: "proxy-authorization is dropped, TE trailers kept", method: http.MethodGet, target: "/",
+			headers: browser(standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="}, standin.Field{Name: "TE", Value: "trailers"})},
 		{name: "accept-encoding passes untouched", method: http.MethodGet, target: "/", headers: browser(standin.Field{Name: "Accept-Encoding", Value: "gzip, br"}),
 			response: respondWith(200, []standin.Field{{Name: "Content-Encoding", Value: "gzip"}, {Name: "Content-Type", Value: "text/html"}, {Name: "Vary", Value: "Accept-Encoding"}},
 				[]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xcbH\xcd\xc9\xc9\x07\x00\x86\xa6\x106\x05\x00\x00\x00"))},
@@ -210,7 +231,7 @@ func TestForwarding(t *testing.T) {
 				r.origin.Reset()
 				before := r.origin.Count()
 				got := send(t)
-				checkExchange(t, r, ex, res, got, before, proto == "h2")
+				checkExchange(t, r, ex, res, got, before, proto)
 			})
 		}
 		run("h1", func(t *testing.T) clientResult { return sendH1(t, h1, ex) })
@@ -294,7 +315,7 @@ func sendH2(t *testing.T, client *http.Client, ex exchange) clientResult {
 }
 
 // checkExchange compares both directions of one exchange.
-func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got clientResult, countBefore int, h2 bool) {
+func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got clientResult, countBefore int, proto string) {
 	t.Helper()
 	rec, err := r.origin.Next(10 * time.Second)
 	if err != nil {
@@ -317,10 +338,15 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	}
 
 	// end-to-end headers: the client's, in order; plus only X-Forwarded-*
-	want := expectedOriginHeaders(ex, h2)
-	gotHeaders := groupFields(rec.Headers)
+	want := expectedOriginHeaders(ex, proto)
+	gotHeaders := groupFields(rec.Headers, framing)
 	if !headersEqual(gotHeaders, want) {
 		t.Errorf("origin headers differ\n got: %v\nwant: %v", gotHeaders, want)
+	}
+	for _, name := range append(connectionNamed(ex), hopByHop...) {
+		if values := rec.Values(name); len(values) > 0 && !slices.Equal(values, want[name]) {
+			t.Errorf("hop-by-hop field %s %q reached the origin", name, values)
+		}
 	}
 	if cl := rec.Values("Content-Length"); len(cl) > 0 && cl[0] != strconv.Itoa(len(ex.body)) {
 		t.Errorf("origin Content-Length %q for a %d-byte body", cl, len(ex.body))
@@ -338,7 +364,7 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	if got.status != sent.Status {
 		t.Errorf("client status %d, origin sent %d", got.status, sent.Status)
 	}
-	wantRes := groupFields(sent.Headers)
+	wantRes := groupFields(sent.Headers, notCompared)
 	gotRes := make(map[string][]string)
 	for name, values := range got.headers {
 		if !notCompared[http.CanonicalHeaderKey(name)] {
@@ -362,20 +388,34 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	}
 }
 
-// expectedOriginHeaders is the client's header block as the origin
-// should see it: hop-by-hop fields removed, X-Forwarded-* set.
-func expectedOriginHeaders(ex exchange, h2 bool) map[string][]string {
-	skip := make(map[string]bool)
+// connectionNamed returns the fields named in the client's Connection
+// field, in canonical form.
+func connectionNamed(ex exchange) []string {
+	var names []string
 	for _, f := range ex.headers {
 		if http.CanonicalHeaderKey(f.Name) == "Connection" {
-			for _, name := range strings.Split(f.Value, ",") {
-				skip[http.CanonicalHeaderKey(strings.TrimSpace(name))] = true
+			for name := range strings.SplitSeq(f.Value, ",") {
+				names = append(names, http.CanonicalHeaderKey(strings.TrimSpace(name)))
 			}
 		}
+	}
+	return names
+}
+
+// expectedOriginHeaders is the client's header block, sent over proto
+// ("h1" or "h2"), as the origin should see it: hop-by-hop fields
+// removed except "TE: trailers", X-Forwarded-* set.
+func expectedOriginHeaders(ex exchange, proto string) map[string][]string {
+	skip := make(map[string]bool)
+	for _, name := range connectionNamed(ex) {
+		skip[name] = true
 	}
 	want := make(map[string][]string)
 	for _, f := range ex.headers {
 		name := http.CanonicalHeaderKey(f.Name)
+		if name == "Te" && f.Value == "trailers" {
+			want[name] = []string{"trailers"}
+		}
 		if notCompared[name] || skip[name] {
 			continue
 		}
@@ -384,7 +424,7 @@ func expectedOriginHeaders(ex exchange, h2 bool) map[string][]string {
 	if ex.expectContinue {
 		want["Expect"] = []string{"100-continue"}
 	}
-	if h2 && len(want["Cookie"]) > 1 {
+	if proto == "h2" && len(want["Cookie"]) > 1 {
 		// HTTP/2 servers join split cookie fields (RFC 9113 8.2.3)
 		want["Cookie"] = []string{strings.Join(want["Cookie"], "; ")}
 	}
@@ -395,12 +435,12 @@ func expectedOriginHeaders(ex exchange, h2 bool) map[string][]string {
 }
 
 // groupFields groups header lines by canonical name, keeping the order
-// of values, and leaves out the fields not compared.
-func groupFields(fields []standin.Field) map[string][]string {
+// of values, and leaves out the fields in skip.
+func groupFields(fields []standin.Field, skip map[string]bool) map[string][]string {
 	grouped := make(map[string][]string)
 	for _, f := range fields {
 		name := http.CanonicalHeaderKey(f.Name)
-		if notCompared[name] {
+		if skip[name] {
 			continue
 		}
 		grouped[name] = append(grouped[name], f.Value)
