@@ -181,7 +181,7 @@ func exchanges() []exchange {
 		// Upgrade unsent, after which Caddy's HTTP/3 server refuses a TE
 		// other than "trailers"
 		{name: "hop-by-hop headers are dropped", method: http.MethodGet, target: "/",
-			headers: browser(standin.Field{Name: "Connection", Value: "keep-alive, X-Hop"}, standin.Field{Name: "X-Hop", Value: "1"},
+			headers: browser(standin.Field{Name: "Connection", Value: "X-Hop"}, standin.Field{Name: "X-Hop", Value: "1"},
 				standin.Field{Name: "Keep-Alive", Value: "timeout=5"}, standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="},
 				standin.Field{Name: "Proxy-Connection", Value: "keep-alive"}, standin.Field{Name: "TE", Value: "gzip"},
 				standin.Field{Name: "Upgrade", Value: "websocket"}), h1Only: true},
