@@ -6,12 +6,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -257,6 +260,23 @@ func TestForwarding(t *testing.T) {
 	want := map[string]int{"h1": h1Exchanges, "h2": h2Exchanges, "h3": h3Exchanges}
 	if !maps.Equal(sent, want) {
 		t.Errorf("exchanges sent per protocol %v; the README states %v", sent, want)
+	}
+}
+
+// TestForwardingCountsInReadme checks that the README states the
+// number of exchanges TestForwarding sends over each protocol.
+func TestForwardingCountsInReadme(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	if h2Exchanges != h3Exchanges {
+		t.Fatalf("%d exchanges over HTTP/2, %d over HTTP/3: the README's sentence states one count for both", h2Exchanges, h3Exchanges)
+	}
+	claim := fmt.Sprintf("sends %d exchanges over HTTP/1.1, from a raw client writing exact bytes, and %d of them over HTTP/2, with Go's client, and over HTTP/3,", h1Exchanges, h2Exchanges)
+	if !strings.Contains(text, claim) {
+		t.Errorf("the README does not state %q", claim)
 	}
 }
 
