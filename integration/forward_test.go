@@ -2,12 +2,19 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,18 +32,41 @@ type exchange struct {
 	target         string
 	headers        []standin.Field // in wire order, Host excluded
 	body           []byte
-	chunked        bool // HTTP/1.1: chunked framing; HTTP/2: no declared length
-	expectContinue bool
+	chunked        bool              // HTTP/1.1: chunked framing; HTTP/2 and HTTP/3: no declared length
+	expectContinue bool              // HTTP/1.1: waits for 100 Continue; HTTP/2 and HTTP/3: sends the body at once
 	response       *standin.Response // nil: redirectResponse()
-	h1Only         bool              // uses something HTTP/2 cannot carry
+	h1Only         bool              // uses something HTTP/2 and HTTP/3 cannot carry
 }
 
+// The number of exchanges sent over each protocol, as the README states
+// them.
+const (
+	h1Exchanges = 59
+	h2Exchanges = 58
+	h3Exchanges = 58
+)
+
 // notCompared are fields that describe a hop, not the message; they may
-// differ between the client's hop and the origin's.
+// differ between the client's hop and the proxy's. They are left out of
+// the client's request and of both responses.
 var notCompared = map[string]bool{
 	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true,
 	"Keep-Alive": true, "Te": true, "Trailer": true, "Upgrade": true, "Proxy-Connection": true,
 	"Proxy-Authorization": true, "Proxy-Authenticate": true, "Alt-Svc": true,
+}
+
+// framing are the fields that frame the request on the proxy's own hop.
+// They are the only ones left out of what the origin received: Host and
+// Content-Length are checked on their own, and any other field the proxy
+// let through, hop-by-hop or not, makes the headers differ.
+var framing = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true}
+
+// hopByHop are the fields that must not reach the origin (RFC 9110
+// section 7.6.1), besides those the client's Connection field names.
+// Only "TE: trailers" passes.
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate",
+	"Te", "Trailer", "Upgrade",
 }
 
 // browser is the header block of an ordinary click.
@@ -133,7 +163,7 @@ func exchanges() []exchange {
 		{name: "POST chunked", method: http.MethodPost, target: "/collect",
 			headers: []standin.Field{{Name: "Content-Type", Value: "text/plain"}}, body: randomBytes(100_000), chunked: true},
 		{name: "POST expect continue", method: http.MethodPost, target: "/collect",
-			headers: []standin.Field{{Name: "Content-Type", Value: "application/octet-stream"}}, body: randomBytes(64 * 1024), expectContinue: true, h1Only: true},
+			headers: []standin.Field{{Name: "Content-Type", Value: "application/octet-stream"}}, body: randomBytes(64 * 1024), expectContinue: true},
 
 		// request headers
 		{name: "repeated cookie lines", method: http.MethodGet, target: "/ls/click?upn=1",
@@ -148,9 +178,18 @@ func exchanges() []exchange {
 		{name: "empty header value", method: http.MethodGet, target: "/", headers: browser(standin.Field{Name: "X-Empty", Value: ""})},
 		{name: "spoofed forwarded-for is replaced", method: http.MethodGet, target: "/ls/click",
 			headers: browser(standin.Field{Name: "X-Forwarded-For", Value: "203.0.113.9"}, standin.Field{Name: "X-Forwarded-Host", Value: "evil.example"}, standin.Field{Name: "X-Forwarded-Proto", Value: "gopher"})},
+		// HTTP/2 and HTTP/3 forbid connection-specific fields (RFC 9113
+		// 8.2.2, RFC 9114 4.2): Go's HTTP/2 client refuses this request,
+		// and quic-go's drops Connection, Keep-Alive, Proxy-Connection and
+		// Upgrade unsent, after which Caddy's HTTP/3 server refuses a TE
+		// other than "trailers"
 		{name: "hop-by-hop headers are dropped", method: http.MethodGet, target: "/",
-			headers: browser(standin.Field{Name: "Connection", Value: "keep-alive, X-Hop"}, standin.Field{Name: "X-Hop", Value: "1"},
-				standin.Field{Name: "Keep-Alive", Value: "timeout=5"}, standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="}), h1Only: true},
+			headers: browser(standin.Field{Name: "Connection", Value: "X-Hop"}, standin.Field{Name: "X-Hop", Value: "1"},
+				standin.Field{Name: "Keep-Alive", Value: "timeout=5"}, standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="},
+				standin.Field{Name: "Proxy-Connection", Value: "keep-alive"}, standin.Field{Name: "TE", Value: "gzip"},
+				standin.Field{Name: "Upgrade", Value: "websocket"}), h1Only: true},
+		{name: "proxy-authorization is dropped, TE trailers kept", method: http.MethodGet, target: "/",
+			headers: browser(standin.Field{Name: "Proxy-Authorization", Value: "Basic Zm9vOmJhcg=="}, standin.Field{Name: "TE", Value: "trailers"})},
 		{name: "accept-encoding passes untouched", method: http.MethodGet, target: "/", headers: browser(standin.Field{Name: "Accept-Encoding", Value: "gzip, br"}),
 			response: respondWith(200, []standin.Field{{Name: "Content-Encoding", Value: "gzip"}, {Name: "Content-Type", Value: "text/html"}, {Name: "Vary", Value: "Accept-Encoding"}},
 				[]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xcbH\xcd\xc9\xc9\x07\x00\x86\xa6\x106\x05\x00\x00\x00"))},
@@ -188,35 +227,56 @@ func exchanges() []exchange {
 	}
 }
 
-// TestForwarding sends every exchange over HTTP/1.1 and HTTP/2 and
-// checks that the origin received what the client sent, and the client
-// received what the origin sent.
+// TestForwarding sends every exchange over HTTP/1.1, HTTP/2 and HTTP/3
+// and checks that the origin received what the client sent, and the
+// client received what the origin sent.
 func TestForwarding(t *testing.T) {
-	r := newRig(t, rigOptions{})
-	cases := exchanges()
-	if len(cases) < 50 {
-		t.Fatalf("only %d exchanges; the suite promises at least 50", len(cases))
-	}
+	r := newRig(t, rigOptions{h3: true})
 	h1 := r.rawClient(t)
 	h2 := r.h2Client()
-	for _, ex := range cases {
+	h3 := r.h3Client(t)
+	sent := make(map[string]int)
+	for _, ex := range exchanges() {
 		res := redirectResponse()
 		if ex.response != nil {
 			res = *ex.response
 		}
 		run := func(proto string, send func(*testing.T) clientResult) {
+			sent[proto]++
 			t.Run(proto+"/"+ex.name, func(t *testing.T) {
 				r.respond(res)
 				r.origin.Reset()
 				before := r.origin.Count()
 				got := send(t)
-				checkExchange(t, r, ex, res, got, before, proto == "h2")
+				checkExchange(t, r, ex, res, got, before, proto)
 			})
 		}
 		run("h1", func(t *testing.T) clientResult { return sendH1(t, h1, ex) })
 		if !ex.h1Only {
-			run("h2", func(t *testing.T) clientResult { return sendH2(t, h2, ex) })
+			run("h2", func(t *testing.T) clientResult { return sendHTTP(t, h2, ex, 2) })
+			run("h3", func(t *testing.T) clientResult { return sendHTTP(t, h3, ex, 3) })
 		}
+	}
+	want := map[string]int{"h1": h1Exchanges, "h2": h2Exchanges, "h3": h3Exchanges}
+	if !maps.Equal(sent, want) {
+		t.Errorf("exchanges sent per protocol %v; the README states %v", sent, want)
+	}
+}
+
+// TestForwardingCountsInReadme checks that the README states the
+// number of exchanges TestForwarding sends over each protocol.
+func TestForwardingCountsInReadme(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	if h2Exchanges != h3Exchanges {
+		t.Fatalf("%d exchanges over HTTP/2, %d over HTTP/3: the README's sentence states one count for both", h2Exchanges, h3Exchanges)
+	}
+	claim := fmt.Sprintf("sends %d exchanges over HTTP/1.1, from a raw client writing exact bytes, and %d of them over HTTP/2, with Go's client, and over HTTP/3,", h1Exchanges, h2Exchanges)
+	if !strings.Contains(text, claim) {
+		t.Errorf("the README does not state %q", claim)
 	}
 }
 
@@ -249,7 +309,9 @@ func sendH1(t *testing.T, c *standin.RawClient, ex exchange) clientResult {
 	return clientResult{status: res.Status, headers: header, body: res.Body, interim: res.Interim}
 }
 
-func sendH2(t *testing.T, client *http.Client, ex exchange) clientResult {
+// sendHTTP sends ex with Go's client interface over HTTP/2 or HTTP/3,
+// as major says, and fails if the response came over another protocol.
+func sendHTTP(t *testing.T, client *http.Client, ex exchange, major int) clientResult {
 	t.Helper()
 	u, err := url.ParseRequestURI(ex.target)
 	if err != nil {
@@ -267,7 +329,13 @@ func sendH2(t *testing.T, client *http.Client, ex exchange) clientResult {
 			body = io.MultiReader(bytes.NewReader(ex.body)) // hides the length
 		}
 	}
-	req, err := http.NewRequest(ex.method, u.String(), body)
+	var interim []int
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+		interim = append(interim, code)
+		return nil
+	}}
+	ctx := httptrace.WithClientTrace(context.Background(), trace)
+	req, err := http.NewRequestWithContext(ctx, ex.method, u.String(), body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,26 +343,29 @@ func sendH2(t *testing.T, client *http.Client, ex exchange) clientResult {
 	for _, f := range ex.headers {
 		req.Header.Add(f.Name, f.Value)
 	}
+	if ex.expectContinue {
+		req.Header.Set("Expect", "100-continue")
+	}
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""} // Go's client adds none then
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("HTTP/2 exchange: %v", err)
+		t.Fatalf("HTTP/%d exchange: %v", major, err)
 	}
 	defer res.Body.Close()
+	if res.ProtoMajor != major {
+		t.Fatalf("response came over %s, not HTTP/%d", res.Proto, major)
+	}
 	got, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatalf("reading HTTP/2 response: %v", err)
+		t.Fatalf("reading HTTP/%d response: %v", major, err)
 	}
-	if res.ProtoMajor != 2 {
-		t.Fatalf("client spoke %s, not HTTP/2", res.Proto)
-	}
-	return clientResult{status: res.StatusCode, headers: res.Header, body: got}
+	return clientResult{status: res.StatusCode, headers: res.Header, body: got, interim: interim}
 }
 
 // checkExchange compares both directions of one exchange.
-func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got clientResult, countBefore int, h2 bool) {
+func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got clientResult, countBefore int, proto string) {
 	t.Helper()
 	rec, err := r.origin.Next(10 * time.Second)
 	if err != nil {
@@ -317,10 +388,15 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	}
 
 	// end-to-end headers: the client's, in order; plus only X-Forwarded-*
-	want := expectedOriginHeaders(ex, h2)
-	gotHeaders := groupFields(rec.Headers)
+	want := expectedOriginHeaders(ex, proto)
+	gotHeaders := groupFields(rec.Headers, framing)
 	if !headersEqual(gotHeaders, want) {
 		t.Errorf("origin headers differ\n got: %v\nwant: %v", gotHeaders, want)
+	}
+	for _, name := range append(connectionNamed(ex), hopByHop...) {
+		if values := rec.Values(name); len(values) > 0 && !slices.Equal(values, want[name]) {
+			t.Errorf("hop-by-hop field %s %q reached the origin", name, values)
+		}
 	}
 	if cl := rec.Values("Content-Length"); len(cl) > 0 && cl[0] != strconv.Itoa(len(ex.body)) {
 		t.Errorf("origin Content-Length %q for a %d-byte body", cl, len(ex.body))
@@ -330,7 +406,8 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	if rec.BodyLen != int64(len(ex.body)) || rec.BodySHA256 != sha(ex.body) {
 		t.Errorf("origin body: %d bytes sha %s; client sent %d bytes sha %s", rec.BodyLen, rec.BodySHA256, len(ex.body), sha(ex.body))
 	}
-	if ex.expectContinue && !slices.Contains(got.interim, 100) {
+	// Caddy's HTTP/3 server, quic-go's, never sends 100 Continue
+	if ex.expectContinue && proto != "h3" && !slices.Contains(got.interim, 100) {
 		t.Errorf("client saw no 100 Continue (interim %v)", got.interim)
 	}
 
@@ -338,7 +415,7 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	if got.status != sent.Status {
 		t.Errorf("client status %d, origin sent %d", got.status, sent.Status)
 	}
-	wantRes := groupFields(sent.Headers)
+	wantRes := groupFields(sent.Headers, notCompared)
 	gotRes := make(map[string][]string)
 	for name, values := range got.headers {
 		if !notCompared[http.CanonicalHeaderKey(name)] {
@@ -362,30 +439,47 @@ func checkExchange(t *testing.T, r *rig, ex exchange, sent standin.Response, got
 	}
 }
 
-// expectedOriginHeaders is the client's header block as the origin
-// should see it: hop-by-hop fields removed, X-Forwarded-* set.
-func expectedOriginHeaders(ex exchange, h2 bool) map[string][]string {
-	skip := make(map[string]bool)
+// connectionNamed returns the fields named in the client's Connection
+// field, in canonical form.
+func connectionNamed(ex exchange) []string {
+	var names []string
 	for _, f := range ex.headers {
 		if http.CanonicalHeaderKey(f.Name) == "Connection" {
-			for _, name := range strings.Split(f.Value, ",") {
-				skip[http.CanonicalHeaderKey(strings.TrimSpace(name))] = true
+			for name := range strings.SplitSeq(f.Value, ",") {
+				names = append(names, http.CanonicalHeaderKey(strings.TrimSpace(name)))
 			}
 		}
+	}
+	return names
+}
+
+// expectedOriginHeaders is the client's header block, sent over proto
+// ("h1", "h2" or "h3"), as the origin should see it: hop-by-hop fields
+// removed except "TE: trailers", X-Forwarded-* set.
+func expectedOriginHeaders(ex exchange, proto string) map[string][]string {
+	skip := make(map[string]bool)
+	for _, name := range connectionNamed(ex) {
+		skip[name] = true
 	}
 	want := make(map[string][]string)
 	for _, f := range ex.headers {
 		name := http.CanonicalHeaderKey(f.Name)
+		if name == "Te" && f.Value == "trailers" {
+			want[name] = []string{"trailers"}
+		}
 		if notCompared[name] || skip[name] {
 			continue
 		}
 		want[name] = append(want[name], f.Value)
 	}
-	if ex.expectContinue {
+	if ex.expectContinue && proto != "h2" {
+		// Go's HTTP/2 server answers 100-continue itself and removes
+		// Expect from the request
 		want["Expect"] = []string{"100-continue"}
 	}
-	if h2 && len(want["Cookie"]) > 1 {
-		// HTTP/2 servers join split cookie fields (RFC 9113 8.2.3)
+	if proto != "h1" && len(want["Cookie"]) > 1 {
+		// HTTP/2 and HTTP/3 servers join split cookie fields (RFC 9113
+		// 8.2.3, RFC 9114 4.2.1)
 		want["Cookie"] = []string{strings.Join(want["Cookie"], "; ")}
 	}
 	want["X-Forwarded-For"] = []string{"127.0.0.1"}
@@ -395,12 +489,12 @@ func expectedOriginHeaders(ex exchange, h2 bool) map[string][]string {
 }
 
 // groupFields groups header lines by canonical name, keeping the order
-// of values, and leaves out the fields not compared.
-func groupFields(fields []standin.Field) map[string][]string {
+// of values, and leaves out the fields in skip.
+func groupFields(fields []standin.Field, skip map[string]bool) map[string][]string {
 	grouped := make(map[string][]string)
 	for _, f := range fields {
 		name := http.CanonicalHeaderKey(f.Name)
-		if notCompared[name] {
+		if skip[name] {
 			continue
 		}
 		grouped[name] = append(grouped[name], f.Value)

@@ -58,6 +58,9 @@ type rigOptions struct {
 	originCA *standin.CA
 	// originExpired gives the origin a certificate that has expired.
 	originExpired bool
+	// h3 also serves HTTP/3 on the HTTPS port (UDP), as Caddy does by
+	// default; without it the rig serves HTTP/1.1 and HTTP/2 only.
+	h3 bool
 }
 
 // newRig starts a stand-in origin and a Caddy proxying to it.
@@ -122,6 +125,10 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 		origin = "provider " + opts.provider
 	}
 
+	protocols := "h1 h2"
+	if opts.h3 {
+		protocols = "h1 h2 h3"
+	}
 	r.httpPort, r.httpsPort, r.adminPort = freePort(t), freePort(t), freePort(t)
 	config := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -130,7 +137,7 @@ func newRig(t testing.TB, opts rigOptions) *rig {
 	skip_install_trust
 	storage file_system %s
 	servers {
-		protocols h1 h2
+		protocols %s
 		%s
 	}
 }
@@ -152,7 +159,7 @@ http://%s {
 	import linktrack
 }
 %s
-`, r.adminPort, r.httpPort, r.httpsPort, filepath.Join(dir, "storage"), opts.servers,
+`, r.adminPort, r.httpPort, r.httpsPort, filepath.Join(dir, "storage"), protocols, opts.servers,
 		opts.site, origin, opts.linktrack, trackingDomain, certFile, keyFile, trackingDomain, opts.extraSites)
 	r.caddy = startCaddy(t, "caddyfile", config)
 	return r
