@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,8 +60,19 @@ func TestACMEHTTP01WhileProxyingPort80(t *testing.T) {
 		t.Errorf("origin received %d requests during issuance; challenges must be answered by Caddy", n)
 	}
 
-	// HTTPS with the issued certificate, verified against Pebble's root
-	c, err := standin.DialRaw(fmt.Sprintf("127.0.0.1:%d", httpsPort), &tls.Config{RootCAs: acme.issuingRoots(t), ServerName: trackingDomain})
+	// HTTPS with the issued certificate, verified against Pebble's root.
+	// certmagic logs the certificate obtained just before it caches it;
+	// until then a handshake gets an internal error alert.
+	clientTLS := &tls.Config{RootCAs: acme.issuingRoots(t), ServerName: trackingDomain}
+	var c *standin.RawClient
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c, err = standin.DialRaw(fmt.Sprintf("127.0.0.1:%d", httpsPort), clientTLS)
+		if err == nil || !strings.Contains(err.Error(), "internal error") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("TLS with the ACME certificate: %v", err)
 	}

@@ -232,6 +232,7 @@ func exchanges() []exchange {
 // client received what the origin sent.
 func TestForwarding(t *testing.T) {
 	r := newRig(t, rigOptions{h3: true})
+	parent := t
 	h1 := r.rawClient(t)
 	h2 := r.h2Client()
 	h3 := r.h3Client(t)
@@ -251,7 +252,18 @@ func TestForwarding(t *testing.T) {
 				checkExchange(t, r, ex, res, got, before, proto)
 			})
 		}
-		run("h1", func(t *testing.T) clientResult { return sendH1(t, h1, ex) })
+		run("h1", func(t *testing.T) clientResult {
+			got := sendH1(t, h1, ex)
+			// a chunked request body closes its connection (RFC 9112
+			// section 6.1, see TestChunkedRequestClosesConnection)
+			if closed := strings.EqualFold(got.headers.Get("Connection"), "close"); closed != ex.chunked {
+				t.Errorf("response Connection %q after a request chunked=%v", got.headers.Get("Connection"), ex.chunked)
+			}
+			if ex.chunked {
+				h1 = r.rawClient(parent)
+			}
+			return got
+		})
 		if !ex.h1Only {
 			run("h2", func(t *testing.T) clientResult { return sendHTTP(t, h2, ex, 2) })
 			run("h3", func(t *testing.T) clientResult { return sendHTTP(t, h3, ex, 3) })
