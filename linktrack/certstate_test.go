@@ -14,7 +14,7 @@ import (
 )
 
 func TestIssuanceCooldown(t *testing.T) {
-	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, fakeRoutes())
+	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func testCertStates(t *testing.T, s *snapshot) *certStates {
 }
 
 func TestCertificateDue(t *testing.T) {
-	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, fakeRoutes())
+	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,26 +55,15 @@ func writeScaleFile(tb testing.TB, path string, n int) {
 // Caddy context.
 func scaleApp(tb testing.TB, tenantsFilePath string, proxy *originProxy) *App {
 	tb.Helper()
-	routes := make(map[routeKey]*route)
 	a := &App{
 		TenantsFile: tenantsFilePath,
 		logger:      zap.NewNop(),
 		registry:    new(atomic.Pointer[snapshot]),
 		reloadMu:    new(sync.Mutex),
 		file:        &tenantsFile{path: tenantsFilePath},
-		resolve: func(t Tenant) (*route, error) {
-			key := routeKey{provider: t.Provider, region: t.Region}
-			if r, ok := routes[key]; ok {
-				return r, nil
-			}
-			_, region, err := LookupOrigin(t.Provider, t.Region)
-			if err != nil {
-				return nil, err
-			}
-			r := &route{provider: t.Provider, region: region, proxy: proxy}
-			routes[key] = r
-			return r, nil
-		},
+		routes: newRouteTable(func(*url.URL, string, string) (*originProxy, error) {
+			return proxy, nil
+		}),
 	}
 	var err error
 	if a.metrics, err = newAppMetrics(prometheus.NewRegistry()); err != nil {
