@@ -103,3 +103,58 @@ func TestReadmeSyntaxMatchesDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeNamesTests checks that every README sentence that says
+// "tested" names the test or test file that asserts it, and that every
+// test the README names in backticks exists (a subtest: in its test's
+// file).
+func TestReadmeNamesTests(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testName := regexp.MustCompile("`((?:Test|Fuzz|Benchmark)[A-Z][A-Za-z0-9_]*)(?:/([A-Za-z0-9_ -]+))?`")
+	testFile := regexp.MustCompile("`[A-Za-z0-9_/.-]+_test\\.go`")
+	// sentences, table cells and list items
+	for _, sentence := range regexp.MustCompile(`\.\s|\n\s*\n|\||\n\s*- `).Split(string(readme), -1) {
+		if regexp.MustCompile(`(?i)\btested\b`).MatchString(sentence) &&
+			!testName.MatchString(sentence) && !testFile.MatchString(sentence) {
+			t.Errorf("README says tested but names no test: %q", strings.Join(strings.Fields(sentence), " "))
+		}
+	}
+
+	sources := map[string]string{} // test file path: content
+	err = filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(path, "_test.go") {
+			raw, err := os.ReadFile(path)
+			sources[path] = string(raw)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := testName.FindAllStringSubmatch(string(readme), -1)
+	if len(names) == 0 {
+		t.Fatal("the README names no test")
+	}
+	for _, m := range names {
+		found := false
+		for _, src := range sources {
+			if strings.Contains(src, "\nfunc "+m[1]+"(") && (m[2] == "" || strings.Contains(src, `"`+m[2]+`"`)) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("the README names %s, which no test file defines", strings.Trim(m[0], "`"))
+		}
+	}
+}

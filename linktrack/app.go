@@ -3,6 +3,7 @@ package linktrack
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -107,9 +108,7 @@ type App struct {
 	registry *atomic.Pointer[snapshot]
 	metrics  *appMetrics
 
-	routesMu *sync.Mutex
-	routes   map[routeKey]*route
-	resolve  routeResolver // a.resolveRoute, but for tests
+	routes *routeTable
 
 	file    *tenantsFile
 	storage certmagic.Storage
@@ -154,9 +153,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.registry = new(atomic.Pointer[snapshot])
-	a.routesMu, a.reloadMu, a.stopped = new(sync.Mutex), new(sync.Mutex), new(sync.WaitGroup)
-	a.routes = make(map[routeKey]*route)
-	a.resolve = a.resolveRoute
+	a.reloadMu, a.stopped = new(sync.Mutex), new(sync.WaitGroup)
+	a.routes = newRouteTable(func(origin *url.URL, provider, region string) (*originProxy, error) {
+		return newOriginProxy(ctx, origin, provider, region, nil)
+	})
 	a.stop = make(chan struct{})
 	if a.FileCheckInterval == 0 {
 		a.FileCheckInterval = caddy.Duration(DefaultFileCheckInterval)
@@ -246,7 +246,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("origins: '%s': %v", name, err)
 		}
-		a.routes[routeKey{origin: name}] = &route{origin: name, proxy: proxy}
+		a.routes.addOrigin(name, proxy)
 	}
 
 	var fileTenants []Tenant
@@ -364,9 +364,35 @@ func (a *App) swap(s *snapshot, cause string) {
 	}
 }
 
-// resolveRoute returns the shared route of a tenant, creating the origin
+// resolve returns the shared route of a tenant; see routeTable.resolve.
+func (a *App) resolve(t Tenant) (*route, error) {
+	return a.routes.resolve(t)
+}
+
+// routeTable holds an app's routes: one per named origin, and one per
+// provider and region, whose origin proxy is made on first use.
+type routeTable struct {
+	mu       sync.Mutex
+	routes   map[routeKey]*route
+	newProxy func(origin *url.URL, provider, region string) (*originProxy, error)
+}
+
+// newRouteTable returns an empty route table whose provider routes get
+// their origin proxies from newProxy.
+func newRouteTable(newProxy func(origin *url.URL, provider, region string) (*originProxy, error)) *routeTable {
+	return &routeTable{routes: make(map[routeKey]*route), newProxy: newProxy}
+}
+
+// addOrigin adds the route of a named origin.
+func (rt *routeTable) addOrigin(name string, proxy *originProxy) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.routes[routeKey{origin: name}] = &route{origin: name, proxy: proxy}
+}
+
+// resolve returns the shared route of a tenant, creating the origin
 // proxy of a provider and region on first use.
-func (a *App) resolveRoute(t Tenant) (*route, error) {
+func (rt *routeTable) resolve(t Tenant) (*route, error) {
 	switch {
 	case t.Provider != "" && t.Origin != "":
 		return nil, errors.New("provider and origin are mutually exclusive; set one")
@@ -374,9 +400,9 @@ func (a *App) resolveRoute(t Tenant) (*route, error) {
 		if t.Region != "" {
 			return nil, fmt.Errorf("region: origin '%s' takes no region", t.Origin)
 		}
-		a.routesMu.Lock()
-		defer a.routesMu.Unlock()
-		r, ok := a.routes[routeKey{origin: t.Origin}]
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		r, ok := rt.routes[routeKey{origin: t.Origin}]
 		if !ok {
 			return nil, fmt.Errorf("origin: no origin named '%s' in the linktrack app's origins", t.Origin)
 		}
@@ -385,9 +411,9 @@ func (a *App) resolveRoute(t Tenant) (*route, error) {
 		// tenants name few distinct routes: find them without parsing
 		// the origin URL or allocating a key
 		key := routeKey{provider: t.Provider, region: t.Region}
-		a.routesMu.Lock()
-		defer a.routesMu.Unlock()
-		if r, ok := a.routes[key]; ok {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		if r, ok := rt.routes[key]; ok {
 			return r, nil
 		}
 		origin, region, err := LookupOrigin(t.Provider, t.Region)
@@ -395,16 +421,16 @@ func (a *App) resolveRoute(t Tenant) (*route, error) {
 			return nil, fmt.Errorf("provider: %v", err)
 		}
 		canonical := routeKey{provider: t.Provider, region: region}
-		r, ok := a.routes[canonical]
+		r, ok := rt.routes[canonical]
 		if !ok {
-			proxy, err := newOriginProxy(a.ctx, origin, t.Provider, region, nil)
+			proxy, err := rt.newProxy(origin, t.Provider, region)
 			if err != nil {
 				return nil, fmt.Errorf("provider: %v", err)
 			}
 			r = &route{provider: t.Provider, region: region, proxy: proxy}
-			a.routes[canonical] = r
+			rt.routes[canonical] = r
 		}
-		a.routes[key] = r
+		rt.routes[key] = r
 		return r, nil
 	default:
 		return nil, errors.New("provider or origin is required")

@@ -2,7 +2,14 @@ package linktrack
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +21,7 @@ import (
 )
 
 func TestIssuanceCooldown(t *testing.T) {
-	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, fakeRoutes())
+	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +78,7 @@ func testCertStates(t *testing.T, s *snapshot) *certStates {
 }
 
 func TestCertificateDue(t *testing.T) {
-	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, fakeRoutes())
+	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid"}}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,4 +124,93 @@ func TestCertificateDue(t *testing.T) {
 	if _, refused := c.refuses("a.example.com"); refused {
 		t.Error("a name whose renewal failed is refused")
 	}
+}
+
+// storeTestCert writes a self-signed certificate for name, valid between
+// notBefore and notAfter, where the issuer with issuerKey would store it.
+func storeTestCert(t *testing.T, storage certmagic.Storage, issuerKey, name string, notBefore, notAfter time.Time) time.Time {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(notAfter.Unix()),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := storage.Store(context.Background(), certmagic.StorageKeys.SiteCert(issuerKey, name), raw); err != nil {
+		t.Fatal(err)
+	}
+	return notAfter.UTC().Truncate(time.Second)
+}
+
+// TestCertificateState checks every state the admin API shows for a
+// tenant's certificate, read from certmagic's storage layout.
+func TestCertificateState(t *testing.T) {
+	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{
+		{Domain: "none.example.com", Provider: "sendgrid"},
+		{Domain: "expired.example.com", Provider: "sendgrid"},
+		{Domain: "renewed.example.com", Provider: "sendgrid"},
+		{Domain: "failed.example.com", Provider: "sendgrid"},
+		{Domain: "*.wild.example.com", Provider: "sendgrid"},
+	}}}, testRoutes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testCertStates(t, s)
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	c.app.storage = storage
+	ctx := context.Background()
+	now := time.Now()
+
+	expiredAt := storeTestCert(t, storage, "acme-a", "expired.example.com", now.Add(-48*time.Hour), now.Add(-time.Hour))
+	// an expired certificate from one issuer and a valid one from
+	// another: the newest counts
+	storeTestCert(t, storage, "acme-a", "renewed.example.com", now.Add(-48*time.Hour), now.Add(-time.Hour))
+	renewedUntil := storeTestCert(t, storage, "acme-b", "renewed.example.com", now.Add(-time.Hour), now.Add(90*24*time.Hour))
+	failedAt := now.Add(-time.Minute)
+	c.failures["failed.example.com"] = certFailure{err: "dns not ready", at: failedAt, delay: 5 * time.Minute, next: failedAt.Add(5 * time.Minute)}
+
+	check := func(domain, status string, notAfter time.Time) certificateState {
+		t.Helper()
+		got := c.state(ctx, domain)
+		if got.Status != status {
+			t.Errorf("%s: status %q, want %q (%+v)", domain, got.Status, status, got)
+		}
+		switch {
+		case notAfter.IsZero() && got.NotAfter != nil:
+			t.Errorf("%s: not_after %v, want none", domain, got.NotAfter)
+		case !notAfter.IsZero() && (got.NotAfter == nil || !got.NotAfter.Equal(notAfter)):
+			t.Errorf("%s: not_after %v, want %v", domain, got.NotAfter, notAfter)
+		}
+		return got
+	}
+
+	// pre-issuance off: no certificate and no failure is "none"
+	check("none.example.com", "none", time.Time{})
+	check("expired.example.com", "expired", expiredAt)
+	check("renewed.example.com", "valid", renewedUntil)
+	check("*.wild.example.com", "per_name", time.Time{})
+	failed := check("failed.example.com", "pending", time.Time{})
+	if failed.Error != "dns not ready" || failed.FailedAt == nil || !failed.FailedAt.Equal(failedAt) ||
+		failed.NextTry == nil || !failed.NextTry.Equal(failedAt.Add(5*time.Minute)) {
+		t.Errorf("failed.example.com: %+v, want the error, failed_at and next_try", failed)
+	}
+
+	// pre-issuance on: a tenant with nothing yet is pending, an expired
+	// certificate is still expired
+	c.app.pre = &preIssuer{}
+	check("none.example.com", "pending", time.Time{})
+	check("expired.example.com", "expired", expiredAt)
+	// pre-issuance on, but no HTTPS server to obtain through: none
+	c.app.pre.off.Store(true)
+	check("none.example.com", "none", time.Time{})
 }

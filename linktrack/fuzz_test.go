@@ -97,12 +97,13 @@ func FuzzDomains(f *testing.F) {
 
 // FuzzRequestTarget checks that the request-target Go's client writes
 // to the origin is the one Go's server parsed, byte for byte. The one
-// documented exception: a path that begins with "//" and holds a byte
-// Go re-escapes.
+// documented exception, the README's known limit: a path that both
+// begins with "//" and holds a byte Go considers invalid in a path.
 func FuzzRequestTarget(f *testing.F) {
 	for _, seed := range []string{
 		"/p/a|b/x%2Fy", "/x%252Fy", "//a//b", "/a/./b/../c", "/a;p=1/b", "/a+b?q=a+b", "/%E2%9C%93/%e2%9c%93",
 		"/q?x=%zz&a=1&a=2&bare&empty=", "/CL0/https:%2F%2Fshop.example%2F/1/Ab+c/d==", "/p?", "/p/!'()*^{}`\"",
+		"//x%2Fy/a%252Fb?u=%2F", "//a|b/x%2Fy",
 	} {
 		f.Add(seed)
 	}
@@ -128,9 +129,26 @@ func FuzzRequestTarget(f *testing.F) {
 		if sent == target {
 			return
 		}
-		if strings.HasPrefix(in.RawPath, "//") || (in.RawPath == "" && strings.HasPrefix(in.Path, "//")) {
+		rawPath, _, _ := strings.Cut(target, "?")
+		if strings.HasPrefix(rawPath, "//") && holdsByteGoEscapes(rawPath) {
 			return // the documented limit
 		}
 		t.Fatalf("target %q was written to the origin as %q", target, sent)
 	})
+}
+
+// holdsByteGoEscapes reports whether path holds a byte that Go's URL
+// encoder refuses to write as is in a path, asking Go itself one byte at
+// a time. A '%' in a parsed path always starts a valid escape.
+func holdsByteGoEscapes(path string) bool {
+	for i := range len(path) {
+		if path[i] == '%' {
+			continue
+		}
+		p := "/" + path[i:i+1]
+		if (&url.URL{Path: p, RawPath: p}).EscapedPath() != p {
+			return true
+		}
+	}
+	return false
 }

@@ -15,7 +15,7 @@ func TestPermission(t *testing.T) {
 	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{
 		{Domain: "click.brand-a.com", Provider: "sendgrid"},
 		{Domain: "*.clicks.example.com", Provider: "sendgrid"},
-	}}}, fakeRoutes())
+	}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,44 +2,23 @@ package linktrack
 
 import (
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// fakeRoutes resolves providers through the catalog and named origins
-// from a fixed set, without building any origin proxy.
-func fakeRoutes(origins ...string) routeResolver {
-	routes := make(map[string]*route)
-	return func(t Tenant) (*route, error) {
-		var key string
-		switch {
-		case t.Provider != "" && t.Origin != "":
-			return nil, fmt.Errorf("provider and origin are mutually exclusive")
-		case t.Origin != "":
-			found := false
-			for _, o := range origins {
-				found = found || o == t.Origin
-			}
-			if !found {
-				return nil, fmt.Errorf("origin: no origin named '%s'", t.Origin)
-			}
-			key = "origin " + t.Origin
-		case t.Provider != "":
-			_, region, err := LookupOrigin(t.Provider, t.Region)
-			if err != nil {
-				return nil, fmt.Errorf("provider: %v", err)
-			}
-			key = t.Provider + " " + region
-		default:
-			return nil, fmt.Errorf("provider or origin is required")
-		}
-		if r, ok := routes[key]; ok {
-			return r, nil
-		}
-		r := &route{provider: t.Provider, region: t.Region, origin: t.Origin}
-		routes[key] = r
-		return r, nil
+// testRoutes is the app's route resolver with the given named origins.
+// Its origin proxies only know their origin's URL: they are never used
+// to forward.
+func testRoutes(origins ...string) routeResolver {
+	routes := newRouteTable(func(origin *url.URL, _, _ string) (*originProxy, error) {
+		return &originProxy{url: origin}, nil
+	})
+	for _, name := range origins {
+		routes.addOrigin(name, &originProxy{})
 	}
+	return routes.resolve
 }
 
 func TestSnapshotLookup(t *testing.T) {
@@ -52,7 +31,7 @@ func TestSnapshotLookup(t *testing.T) {
 			{Domain: "klick.bücher.example", Provider: "sendgrid"},
 			{Domain: "vip.clicks.example.com", Provider: "ses", Region: "eu-west-1"},
 		}},
-	}, fakeRoutes("esp"))
+	}, testRoutes("esp"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +64,7 @@ func TestSnapshotLookup(t *testing.T) {
 		t.Errorf("len = %d, want 4", s.len())
 	}
 	list := s.tenants()
-	if len(list) != 4 || list[0].Domain != "*.clicks.example.com" || list[0].Source != "config" || list[2].Source != "tenants_file t.json" {
+	if len(list) != 4 || list[0].Domain != "*.clicks.example.com" || list[0].Source != "config" || list[2].Source != "tenants_file t.json" || list[2].Region != "global" {
 		t.Errorf("tenants() = %+v", list)
 	}
 }
@@ -122,7 +101,27 @@ func TestBuildSnapshotErrors(t *testing.T) {
 		{
 			name:    "unknown origin",
 			sources: []tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Origin: "nope"}}}},
-			wantErr: "origin: no origin named 'nope'",
+			wantErr: "config, entry 1: domain 'a.example.com': origin: no origin named 'nope' in the linktrack app's origins",
+		},
+		{
+			name:    "origin with a region",
+			sources: []tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Origin: "esp", Region: "eu"}}}},
+			wantErr: "config, entry 1: domain 'a.example.com': region: origin 'esp' takes no region",
+		},
+		{
+			name:    "provider and origin",
+			sources: []tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "sendgrid", Origin: "esp"}}}},
+			wantErr: "config, entry 1: domain 'a.example.com': provider and origin are mutually exclusive; set one",
+		},
+		{
+			name:    "neither provider nor origin",
+			sources: []tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com"}}}},
+			wantErr: "config, entry 1: domain 'a.example.com': provider or origin is required",
+		},
+		{
+			name:    "region required",
+			sources: []tenantSource{{name: "config", tenants: []Tenant{{Domain: "a.example.com", Provider: "customerio"}}}},
+			wantErr: "config, entry 1: domain 'a.example.com': provider: ",
 		},
 		{
 			name:    "missing app-link file",
@@ -130,10 +129,51 @@ func TestBuildSnapshotErrors(t *testing.T) {
 			wantErr: "app_links.assetlinks: reading file",
 		},
 	} {
-		_, err := buildSnapshot(tc.sources, fakeRoutes("esp"))
+		_, err := buildSnapshot(tc.sources, testRoutes("esp"))
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.wantErr)
 		}
+	}
+}
+
+// TestRouteTable checks that tenants share routes: one per provider and
+// canonical region, whose proxy is made once, and one per named origin.
+func TestRouteTable(t *testing.T) {
+	var made []string
+	routes := newRouteTable(func(origin *url.URL, provider, region string) (*originProxy, error) {
+		made = append(made, provider+" "+region+" "+origin.String())
+		return &originProxy{url: origin}, nil
+	})
+	esp := &originProxy{}
+	routes.addOrigin("esp", esp)
+
+	bare, err := routes.resolve(Tenant{Provider: "sendgrid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	explicit, err := routes.resolve(Tenant{Provider: "sendgrid", Region: "global"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bare != explicit || bare.region != "global" || bare.provider != "sendgrid" {
+		t.Errorf("sendgrid without a region: route %+v, with its default region: route %+v; want one route, region global", bare, explicit)
+	}
+	eu, err := routes.resolve(Tenant{Provider: "sendgrid", Region: "eu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eu == bare {
+		t.Error("sendgrid eu shares the global route")
+	}
+	if want := []string{"sendgrid global https://sendgrid.net", "sendgrid eu https://eu.sendgrid.net"}; !slices.Equal(made, want) {
+		t.Errorf("proxies made: %q, want %q", made, want)
+	}
+	named, err := routes.resolve(Tenant{Origin: "esp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if named.proxy != esp || named.origin != "esp" || named.provider != "" {
+		t.Errorf("named origin esp: route %+v, want the origin's own proxy", named)
 	}
 }
 
@@ -145,7 +185,7 @@ func BenchmarkSnapshotLookup(b *testing.B) {
 	for i := range tenants {
 		tenants[i] = Tenant{Domain: fmt.Sprintf("click%d.brand%d.example.com", i, i%977), Provider: "sendgrid"}
 	}
-	s, err := buildSnapshot([]tenantSource{{name: "bench", tenants: tenants}}, fakeRoutes())
+	s, err := buildSnapshot([]tenantSource{{name: "bench", tenants: tenants}}, testRoutes())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 func TestRemovedTenantsRefused(t *testing.T) {
 	s, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{
 		{Domain: "*.covered.example.com", Provider: "sendgrid"},
-	}}}, fakeRoutes())
+	}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}
