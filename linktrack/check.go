@@ -146,18 +146,23 @@ func (c *domainCheck) checkDNS(ctx context.Context) checkResult {
 			r.Fix = "check the DNS server, or pass --dns-server"
 			return r
 		}
-		target := ""
+		// a resolver may answer with the whole chain: follow it by owner
+		targets := make(map[string]string)
 		for _, rr := range answers {
 			if cname, ok := rr.(*dns.CNAME); ok {
-				target = strings.ToLower(strings.TrimSuffix(cname.Target, "."))
+				owner := strings.ToLower(strings.TrimSuffix(cname.Hdr.Name, "."))
+				targets[owner] = strings.ToLower(strings.TrimSuffix(cname.Target, "."))
 			}
 		}
-		if target == "" || target == name {
+		start := name
+		for target := targets[name]; target != "" && !slices.Contains(c.cnames, target) && len(c.cnames) < 16; target = targets[name] {
+			chain = append(chain, "CNAME "+target)
+			c.cnames = append(c.cnames, target)
+			name = target
+		}
+		if name == start {
 			break
 		}
-		chain = append(chain, "CNAME "+target)
-		c.cnames = append(c.cnames, target)
-		name = target
 	}
 	for _, cname := range c.cnames {
 		if m, ok := matchCNAME(cname); ok {
