@@ -209,7 +209,8 @@ func (c *domainCheck) checkDNS(ctx context.Context) checkResult {
 
 // checkDetect names the provider whose tracking host the domain's CNAME
 // chain reaches. It reports only when no provider was given, or when the
-// chain reaches one.
+// chain reaches one. When none was given, the checks after it use the
+// provider and region it detects.
 func (c *domainCheck) checkDetect() (checkResult, bool) {
 	r := checkResult{Check: "detect"}
 	m := c.detected

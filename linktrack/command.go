@@ -29,11 +29,12 @@ open tracking links on a branded domain.
 		CobraFunc: func(cmd *cobra.Command) {
 			providersCmd := &cobra.Command{
 				Use:   "providers [--json]",
-				Short: "Lists the provider catalog: regions, origins and health checks",
+				Short: "Lists the provider catalog: regions, origins, health checks and CNAME targets",
 				Long: `
 Lists every provider and region linktrack knows, the tracking origin each one
-forwards to, and the provider's own check of a tracking domain, which
-'caddy linktrack check' runs.
+forwards to, the provider's own check of a tracking domain, which
+'caddy linktrack check' runs, and the CNAME targets it detects the provider
+and region from.
 `,
 				RunE: caddycmd.WrapCommandFuncForCobra(cmdProviders),
 			}
@@ -215,11 +216,12 @@ func indent(text, prefix string) string {
 
 // catalogRow is one provider and region of the catalog.
 type catalogRow struct {
-	Provider string `json:"provider"`
-	Region   string `json:"region"`
-	Default  bool   `json:"default,omitempty"`
-	Origin   string `json:"origin"`
-	Check    string `json:"check,omitempty"`
+	Provider string   `json:"provider"`
+	Region   string   `json:"region"`
+	Default  bool     `json:"default,omitempty"`
+	Origin   string   `json:"origin"`
+	Check    string   `json:"check,omitempty"`
+	CNAME    []string `json:"cname,omitempty"`
 }
 
 func catalogRows() []catalogRow {
@@ -241,7 +243,13 @@ func catalogRows() []catalogRow {
 			if u, _, err := p.Origin(region); err == nil {
 				origin = u.String()
 			}
-			rows = append(rows, catalogRow{Provider: p.Name, Region: region, Default: region == p.DefaultRegion, Origin: origin, Check: check})
+			var cnames []string
+			for _, t := range p.CNAMETargets {
+				if t.Region == region || p.Regions == nil {
+					cnames = append(cnames, t.Host)
+				}
+			}
+			rows = append(rows, catalogRow{Provider: p.Name, Region: region, Default: region == p.DefaultRegion, Origin: origin, Check: check, CNAME: cnames})
 		}
 	}
 	return rows
@@ -258,13 +266,13 @@ func cmdProviders(fl caddycmd.Flags) (int, error) {
 		return 0, nil
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PROVIDER\tREGION\tORIGIN\tHEALTH CHECK")
+	fmt.Fprintln(w, "PROVIDER\tREGION\tORIGIN\tCNAME TARGETS\tHEALTH CHECK")
 	for _, r := range rows {
 		region := r.Region
 		if r.Default {
 			region += " (default)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Provider, region, r.Origin, strings.TrimSpace(r.Check))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Provider, region, r.Origin, strings.Join(r.CNAME, ", "), strings.TrimSpace(r.Check))
 	}
 	return 0, w.Flush()
 }
