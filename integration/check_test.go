@@ -31,7 +31,7 @@ func dnsRecord(t *testing.T, management, endpoint, body string) {
 type checkOutput struct {
 	Domain, Origin string
 	OK             bool
-	Checks         []struct{ Check, Status, Detail, Fix string }
+	Checks         []struct{ Check, Status, Detail, Fix, Next string }
 }
 
 func (o checkOutput) status(name string) (string, string) {

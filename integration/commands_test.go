@@ -16,13 +16,15 @@ func TestProvidersCommand(t *testing.T) {
 	var rows []struct {
 		Provider, Region, Origin, Check string
 		Default                         bool
+		CNAME                           []string
 	}
 	if err := json.Unmarshal(out, &rows); err != nil {
 		t.Fatalf("decoding %s: %v", out, err)
 	}
-	got := make(map[string]string)
+	got, cnames := make(map[string]string), make(map[string]string)
 	for _, r := range rows {
 		got[r.Provider+" "+r.Region] = r.Origin + " | " + r.Check
+		cnames[r.Provider+" "+r.Region] = strings.Join(r.CNAME, " ")
 		if r.Provider == "sendgrid" && (r.Region == "global") != r.Default {
 			t.Errorf("sendgrid %s: default %v", r.Region, r.Default)
 		}
@@ -36,6 +38,16 @@ func TestProvidersCommand(t *testing.T) {
 	} {
 		if !strings.HasPrefix(got[key], want) {
 			t.Errorf("%s: %q, want %q", key, got[key], want)
+		}
+	}
+	for key, want := range map[string]string{
+		"customerio us": "e.customeriomail.com",
+		"sparkpost eu":  "eu.spgo.io eu.v2.spgo.io",
+		"ses <an AWS region name such as us-east-1 or eu-west-1>": "r.<region>.awstrack.me",
+		"sendgrid global": "sendgrid.net",
+	} {
+		if cnames[key] != want {
+			t.Errorf("%s: CNAME targets %q, want %q", key, cnames[key], want)
 		}
 	}
 	if len(rows) != 11 {

@@ -41,6 +41,40 @@ type Provider struct {
 	// Check is the provider's own test of a tracking domain, run
 	// through the domain; nil where the provider documents none.
 	Check *HealthCheck
+
+	// CNAMETargets are the hosts the provider tells customers to point
+	// their tracking domain's CNAME at, by region. `caddy linktrack
+	// check` finds the provider and region of a domain from them.
+	CNAMETargets []CNAMETarget
+}
+
+// CNAMETarget is a host a provider tells customers to point a tracking
+// domain's CNAME at.
+type CNAMETarget struct {
+	// Host is the target, lowercase without a trailing dot. In a
+	// provider whose regions follow a pattern, "<region>" stands for
+	// the region, e.g. "r.<region>.awstrack.me".
+	Host string
+
+	// Region is the region whose origin serves the target; empty when
+	// Host holds "<region>".
+	Region string
+
+	// SelfIssued says when the provider issues the certificate of a
+	// domain CNAMEd here itself, e.g. "for domains added from October
+	// 2025". By default (empty) it never does, and HTTPS needs a
+	// proxy. A proxy in front of a domain the provider issues for takes
+	// the CNAME away from the provider and breaks its issuance.
+	SelfIssued string
+
+	// NoProxy is true where the provider serves HTTPS for the target
+	// itself and the catalog has no proxy recipe for it. By default a
+	// domain CNAMEd here can be served with the provider and Region.
+	NoProxy bool
+
+	// Source is where the provider documents the target: a URL, or a
+	// site and the page's title.
+	Source string
 }
 
 // HealthCheck is a request a provider documents for verifying that its
@@ -71,6 +105,10 @@ var providers = []Provider{
 			"us": "https://track.customer.io",
 			"eu": "https://track-eu.customer.io",
 		},
+		CNAMETargets: []CNAMETarget{
+			{Host: "e.customeriomail.com", Region: "us", SelfIssued: cioSelfIssued, Source: cioSource},
+			{Host: "e-eu.customeriomail.com", Region: "eu", SelfIssued: cioSelfIssued, Source: cioSource},
+		},
 		Check: &HealthCheck{
 			Method: http.MethodGet, Path: "/health", Expect: "200 with body {}", Confirmed: true,
 			Verify: func(status int, _ http.Header, body []byte) error {
@@ -88,6 +126,10 @@ var providers = []Provider{
 			"us": "https://links.iterable.com",
 			"eu": "https://links.eu.iterable.com",
 		},
+		CNAMETargets: []CNAMETarget{
+			{Host: "links.iterable.com", Region: "us", Source: "https://support.iterable.com/hc/en-us/articles/115000427446"},
+			{Host: "links.eu.iterable.com", Region: "eu", Source: "https://support.iterable.com/hc/en-us/articles/115000427446"},
+		},
 	},
 	{
 		Name:  "mailgun",
@@ -95,6 +137,10 @@ var providers = []Provider{
 		Regions: map[string]string{
 			"us": "http://mailgun.org",
 			"eu": "http://eu.mailgun.org",
+		},
+		CNAMETargets: []CNAMETarget{
+			{Host: "mailgun.org", Region: "us", SelfIssued: mailgunSelfIssued, Source: mailgunSource},
+			{Host: "eu.mailgun.org", Region: "eu", SelfIssued: mailgunSelfIssued, Source: mailgunSource},
 		},
 	},
 	{
@@ -105,12 +151,20 @@ var providers = []Provider{
 			"eu":     "https://eu.sendgrid.net",
 		},
 		DefaultRegion: "global",
+		CNAMETargets: []CNAMETarget{
+			{Host: "sendgrid.net", Region: "global", Source: `support.sendgrid.com, "SSL Click Tracking Steps"`},
+			// unconfirmed for link branding, like the origin
+			{Host: "eu.sendgrid.net", Region: "eu", Source: "https://www.twilio.com/docs/sendgrid/api-reference/link-branding"},
+		},
 	},
 	{
 		Name:         "ses",
 		Title:        "Amazon SES",
 		RegionOrigin: sesOrigin,
 		RegionHelp:   "an AWS region name such as us-east-1 or eu-west-1",
+		CNAMETargets: []CNAMETarget{
+			{Host: "r.<region>.awstrack.me", Source: "https://docs.aws.amazon.com/ses/latest/dg/configure-custom-open-click-domains.html"},
+		},
 		Check: &HealthCheck{
 			Method: http.MethodHead, Path: "/favicon.ico", Expect: "200 with an x-amz-ses-region header",
 			Verify: func(status int, header http.Header, _ []byte) error {
@@ -128,6 +182,12 @@ var providers = []Provider{
 			"us": "https://spgo.io",
 			"eu": "https://eu.spgo.io",
 		},
+		CNAMETargets: []CNAMETarget{
+			{Host: "spgo.io", Region: "us", Source: sparkpostSource},
+			{Host: "eu.spgo.io", Region: "eu", Source: sparkpostSource},
+			{Host: "v2.spgo.io", Region: "us", SelfIssued: sparkpostSelfIssued, NoProxy: true, Source: sparkpostManagedSource},
+			{Host: "eu.v2.spgo.io", Region: "eu", SelfIssued: sparkpostSelfIssued, NoProxy: true, Source: sparkpostManagedSource},
+		},
 		Check: &HealthCheck{
 			Method: http.MethodGet, Path: "/f/a/b/c/d", Expect: "302 (server: msys-http, unless a CDN rewrites it)", Confirmed: true,
 			Verify: func(status int, _ http.Header, _ []byte) error {
@@ -136,6 +196,32 @@ var providers = []Provider{
 				}
 				return nil
 			},
+		},
+	},
+}
+
+// Where providers document their CNAME targets, and when they issue
+// certificates themselves.
+const (
+	cioSource              = "https://docs.customer.io/journeys/https-link-verification"
+	cioSelfIssued          = "for domains added to Customer.io from October 2025"
+	mailgunSource          = "https://help.mailgun.com/hc/en-us/articles/360011566033"
+	mailgunSelfIssued      = "when Mailgun's managed HTTPS is turned on for the domain (most plans offer it)"
+	sparkpostSource        = "https://github.com/SparkPost/support-docs (enabling-https-engagement-tracking)"
+	sparkpostManagedSource = `SparkPost support-docs, "Managed HTTPS for Tracking Domains"`
+	sparkpostSelfIssued    = "with managed HTTPS, the default for its tracking domains since December 2025"
+)
+
+// selfIssuers are providers that serve HTTPS for their customers'
+// tracking domains themselves and have no origin to proxy to. The
+// catalog knows them only to say that no proxy is needed.
+var selfIssuers = []Provider{
+	{
+		Name:  "mailjet",
+		Title: "Mailjet",
+		CNAMETargets: []CNAMETarget{
+			{Host: "t.mailjet.com", SelfIssued: "when HTTPS is chosen in the tracking settings", NoProxy: true,
+				Source: "https://documentation.mailjet.com/hc/en-us/articles/30625039188379"},
 		},
 	},
 }
@@ -165,6 +251,50 @@ func LookupProvider(name string) (Provider, bool) {
 		}
 	}
 	return Provider{}, false
+}
+
+// cnameMatch is a provider found from a name in a tracking domain's
+// CNAME chain.
+type cnameMatch struct {
+	Provider Provider
+	Target   CNAMETarget
+	Host     string // the name that matched
+	Region   string // "" for a provider with no origins
+}
+
+// matchCNAME finds the provider, and the region, whose CNAME target is
+// host. It knows the catalog's providers and the self-issuers, and
+// matches whole names only: anything else is no match, not a guess.
+func matchCNAME(host string) (cnameMatch, bool) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, p := range slices.Concat(providers, selfIssuers) {
+		for _, t := range p.CNAMETargets {
+			if region, ok := t.match(p, host); ok {
+				return cnameMatch{Provider: p, Target: t, Host: host, Region: region}, true
+			}
+		}
+	}
+	return cnameMatch{}, false
+}
+
+// match reports whether host is the target of p, and its region.
+func (t CNAMETarget) match(p Provider, host string) (string, bool) {
+	prefix, suffix, patterned := strings.Cut(t.Host, "<region>")
+	if !patterned {
+		return t.Region, host == t.Host
+	}
+	rest, ok := strings.CutPrefix(host, prefix)
+	if !ok {
+		return "", false
+	}
+	region, ok := strings.CutSuffix(rest, suffix)
+	if !ok || region == "" {
+		return "", false
+	}
+	if _, _, err := p.Origin(region); err != nil {
+		return "", false
+	}
+	return region, true
 }
 
 // ProviderNames returns the names of all providers in the catalog.

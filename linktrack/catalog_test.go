@@ -127,3 +127,101 @@ func TestHealthChecks(t *testing.T) {
 		t.Error("ses check: want 200 with x-amz-ses-region")
 	}
 }
+
+func TestCNAMETargets(t *testing.T) {
+	seen := make(map[string]string)
+	for _, p := range append(Providers(), selfIssuers...) {
+		if len(p.CNAMETargets) == 0 {
+			t.Errorf("%s: no CNAME targets", p.Name)
+		}
+		covered := make(map[string]bool)
+		for _, target := range p.CNAMETargets {
+			name := p.Name + " " + target.Host
+			if target.Host != strings.ToLower(strings.TrimSuffix(target.Host, ".")) {
+				t.Errorf("%s: host not lowercase without a trailing dot", name)
+			}
+			if other, ok := seen[target.Host]; ok {
+				t.Errorf("%s: host also listed by %s", name, other)
+			}
+			seen[target.Host] = p.Name
+			if target.Source == "" {
+				t.Errorf("%s: no source", name)
+			}
+			if target.NoProxy && target.SelfIssued == "" {
+				t.Errorf("%s: no proxy recipe, yet the provider issues no certificate", name)
+			}
+			patterned := strings.Contains(target.Host, "<region>")
+			switch {
+			case p.Regions == nil && p.RegionOrigin == nil:
+				if target.Region != "" || !target.NoProxy {
+					t.Errorf("%s: a provider without origins has no regions and no proxy recipe", name)
+				}
+			case patterned != (target.Region == ""):
+				t.Errorf("%s: exactly one of a region and a <region> host", name)
+			case !patterned:
+				if _, _, err := p.Origin(target.Region); err != nil {
+					t.Errorf("%s: region: %v", name, err)
+				}
+				covered[target.Region] = true
+				m, ok := matchCNAME(target.Host)
+				if !ok || m.Provider.Name != p.Name || m.Region != target.Region || m.Target != target {
+					t.Errorf("%s: matched %+v, %v", name, m, ok)
+				}
+			}
+		}
+		for _, region := range p.RegionNames() {
+			if !covered[region] {
+				t.Errorf("%s: region %s has no CNAME target", p.Name, region)
+			}
+		}
+	}
+}
+
+func TestMatchCNAME(t *testing.T) {
+	for _, tc := range []struct {
+		host             string
+		provider, region string // "" for no match
+		selfIssued       bool
+		noProxy          bool
+	}{
+		{host: "e.customeriomail.com", provider: "customerio", region: "us", selfIssued: true},
+		{host: "E-EU.CustomerioMail.com.", provider: "customerio", region: "eu", selfIssued: true},
+		{host: "sendgrid.net", provider: "sendgrid", region: "global"},
+		{host: "eu.sendgrid.net", provider: "sendgrid", region: "eu"},
+		{host: "spgo.io", provider: "sparkpost", region: "us"},
+		{host: "eu.spgo.io", provider: "sparkpost", region: "eu"},
+		{host: "v2.spgo.io", provider: "sparkpost", region: "us", selfIssued: true, noProxy: true},
+		{host: "eu.v2.spgo.io", provider: "sparkpost", region: "eu", selfIssued: true, noProxy: true},
+		{host: "r.us-east-1.awstrack.me", provider: "ses", region: "us-east-1"},
+		{host: "r.ap-southeast-2.awstrack.me", provider: "ses", region: "ap-southeast-2"},
+		{host: "mailgun.org", provider: "mailgun", region: "us", selfIssued: true},
+		{host: "eu.mailgun.org", provider: "mailgun", region: "eu", selfIssued: true},
+		{host: "links.iterable.com", provider: "iterable", region: "us"},
+		{host: "links.eu.iterable.com", provider: "iterable", region: "eu"},
+		{host: "t.mailjet.com", provider: "mailjet", selfIssued: true, noProxy: true},
+		// whole names only: no guess from a suffix or a near miss
+		{host: "u123.wl.sendgrid.net"},
+		{host: "sendgrid.net.example.com"},
+		{host: "r.awstrack.me"},
+		{host: "r.eu-west.awstrack.me"},
+		{host: "r.a.b.awstrack.me"},
+		{host: "x.e.customeriomail.com"},
+		{host: "mandrillapp.com"},
+		{host: ""},
+	} {
+		m, ok := matchCNAME(tc.host)
+		if tc.provider == "" {
+			if ok {
+				t.Errorf("%q: matched %s %s, want no match", tc.host, m.Provider.Name, m.Region)
+			}
+			continue
+		}
+		if !ok || m.Provider.Name != tc.provider || m.Region != tc.region {
+			t.Errorf("%q: got %s %s (%v), want %s %s", tc.host, m.Provider.Name, m.Region, ok, tc.provider, tc.region)
+			continue
+		}
+		if (m.Target.SelfIssued != "") != tc.selfIssued || m.Target.NoProxy != tc.noProxy {
+			t.Errorf("%q: self-issued %q, no proxy %v; want %v, %v", tc.host, m.Target.SelfIssued, m.Target.NoProxy, tc.selfIssued, tc.noProxy)
+		}
+	}
+}

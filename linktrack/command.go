@@ -29,11 +29,12 @@ open tracking links on a branded domain.
 		CobraFunc: func(cmd *cobra.Command) {
 			providersCmd := &cobra.Command{
 				Use:   "providers [--json]",
-				Short: "Lists the provider catalog: regions, origins and health checks",
+				Short: "Lists the provider catalog: regions, origins, health checks and CNAME targets",
 				Long: `
 Lists every provider and region linktrack knows, the tracking origin each one
-forwards to, and the provider's own check of a tracking domain, which
-'caddy linktrack check' runs.
+forwards to, the provider's own check of a tracking domain, which
+'caddy linktrack check' runs, and the CNAME targets it detects the provider
+and region from.
 `,
 				RunE: caddycmd.WrapCommandFuncForCobra(cmdProviders),
 			}
@@ -41,31 +42,40 @@ forwards to, and the provider's own check of a tracking domain, which
 			cmd.AddCommand(providersCmd)
 
 			checkCmd := &cobra.Command{
-				Use:   "check <domain> --provider <name> [--region <region>] | --upstream <url> [--resolve <ip>] [--json]",
-				Short: "Checks a tracking domain: DNS, CAA, TLS, reachability, the provider's own check and HSTS",
+				Use:   "check <domain> [--provider <name> [--region <region>] | --upstream <url>] [--resolve <server>] [--json]",
+				Short: "Checks a tracking domain: DNS, provider, CAA, TLS, reachability, the provider's own check and HSTS",
 				Long: `
 Checks a tracking domain the way the email provider's "verify domain" button
 and the first click will see it:
 
   dns       the CNAME, A and AAAA chain, and whether it points at the server
+  detect    the provider and region whose tracking host the CNAME chain
+            reaches, and whether that provider issues certificates itself
   caa       whether CAA records allow Let's Encrypt or ZeroSSL to issue
   tls       the certificate chain, names, expiry and key type
   http      reachability over HTTP (old http:// links, ACME HTTP-01)
   https     reachability over HTTPS
   provider  the provider's own check, through the domain
   hsts      HSTS includeSubDomains on the parent domain, which forces https
+  switch    while a domain moves from the provider's host to linktrack,
+            which step is done and what comes next
+
+Without --provider and --upstream, the provider and region are detected
+from the CNAME chain, and the Caddyfile and tenant that serve the domain
+are printed; an unknown CNAME is reported, never guessed.
 
 Each check passes, warns or fails, with a one-line fix. The exit code is 1
-when any check fails. --resolve tests a server before DNS points at it.
+when any check fails. --resolve tests a server, by address or name, before
+DNS points at it.
 `,
 				Args: cobra.ExactArgs(1),
 				RunE: caddycmd.WrapCommandFuncForCobra(cmdCheck),
 			}
 			f := checkCmd.Flags()
-			f.String("provider", "", "The email provider")
+			f.String("provider", "", "The email provider; default: detected from the CNAME")
 			f.String("region", "", "The provider's region")
 			f.String("upstream", "", "Any other origin, instead of a provider")
-			f.String("resolve", "", "Connect to this IP address instead of the one DNS gives")
+			f.String("resolve", "", "Connect to this server (IP address or host name) instead of the one DNS gives")
 			f.String("dns-server", "", "DNS server (host:port); default: the first of /etc/resolv.conf")
 			f.Int("http-port", 80, "HTTP port of the server")
 			f.Int("https-port", 443, "HTTPS port of the server")
@@ -84,13 +94,12 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	}
 	c := &domainCheck{
 		domain:    domain,
-		resolveIP: fl.String("resolve"),
+		resolve:   fl.String("resolve"),
 		dnsServer: fl.String("dns-server"),
 		httpPort:  fl.Int("http-port"),
 		httpsPort: fl.Int("https-port"),
 		timeout:   fl.Duration("timeout"),
 	}
-	var origin string
 	switch provider, upstream := fl.String("provider"), fl.String("upstream"); {
 	case provider != "" && upstream != "":
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("--provider and --upstream are mutually exclusive")
@@ -100,20 +109,26 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, err
 		}
 		p, _ := LookupProvider(provider)
-		c.provider = &p
-		origin = fmt.Sprintf("%s %s → %s", provider, region, u)
+		c.provider, c.region, c.explicit = &p, region, true
+		c.origin = fmt.Sprintf("%s %s → %s", provider, region, u)
 	case upstream != "":
 		u, err := ParseUpstream(upstream)
 		if err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
-		origin = u.String()
+		c.origin, c.explicit = u.String(), true
+	case fl.String("region") != "":
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--region needs --provider")
 	default:
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("--provider or --upstream is required")
+		c.origin = "provider not given"
 	}
-	if c.resolveIP != "" {
-		if _, err := netip.ParseAddr(c.resolveIP); err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("--resolve: %v", err)
+	if c.resolve != "" {
+		if _, err := netip.ParseAddr(c.resolve); err == nil {
+			c.resolveIP = c.resolve
+		} else if name, err := CanonicalDomain(c.resolve); err != nil || strings.HasPrefix(name, "*.") {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--resolve: '%s' is neither an IP address nor a host name", c.resolve)
+		} else {
+			c.resolve = name
 		}
 	}
 	if c.dnsServer == "" {
@@ -144,18 +159,40 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		}
 	}
 	failed := failures > 0
+	serve := c.provider != nil && !c.explicit
 	if fl.Bool("json") {
+		out := map[string]any{"domain": domain, "origin": c.origin, "ok": !failed, "checks": results}
+		if m := c.detected; m != nil {
+			detected := map[string]any{
+				"provider": m.Provider.Name, "title": m.Provider.Title, "cname": m.Host,
+				"source": m.Target.Source, "self_issued": m.Target.SelfIssued, "no_proxy": m.Target.NoProxy,
+			}
+			if m.Region != "" {
+				detected["region"] = m.Region
+			}
+			if serve {
+				detected["caddyfile"], detected["tenant"] = c.caddyfile(), c.tenant()
+			}
+			out["detected"] = detected
+		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "\t")
-		if err := enc.Encode(map[string]any{"domain": domain, "origin": origin, "ok": !failed, "checks": results}); err != nil {
+		if err := enc.Encode(out); err != nil {
 			return 1, err
 		}
 	} else {
-		fmt.Printf("%s (%s)\n", domain, origin)
+		fmt.Printf("%s (%s)\n", domain, c.origin)
+		if serve {
+			tenant, _ := json.Marshal(c.tenant())
+			fmt.Printf("\nCaddyfile:\n\n%s\ntenant: %s\n\n", indent(c.caddyfile(), "\t"), tenant)
+		}
 		for _, r := range results {
 			fmt.Printf("%-4s  %-8s  %s\n", strings.ToUpper(r.Status), r.Check, r.Detail)
 			if r.Fix != "" {
 				fmt.Printf("      %-8s  fix: %s\n", "", r.Fix)
+			}
+			if r.Next != "" {
+				fmt.Printf("      %-8s  next: %s\n", "", r.Next)
 			}
 		}
 	}
@@ -166,13 +203,25 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	return 0, nil
 }
 
+// indent prefixes each line of text.
+func indent(text, prefix string) string {
+	lines := strings.SplitAfter(text, "\n")
+	for i, line := range lines {
+		if line != "" {
+			lines[i] = prefix + line
+		}
+	}
+	return strings.Join(lines, "")
+}
+
 // catalogRow is one provider and region of the catalog.
 type catalogRow struct {
-	Provider string `json:"provider"`
-	Region   string `json:"region"`
-	Default  bool   `json:"default,omitempty"`
-	Origin   string `json:"origin"`
-	Check    string `json:"check,omitempty"`
+	Provider string   `json:"provider"`
+	Region   string   `json:"region"`
+	Default  bool     `json:"default,omitempty"`
+	Origin   string   `json:"origin"`
+	Check    string   `json:"check,omitempty"`
+	CNAME    []string `json:"cname,omitempty"`
 }
 
 func catalogRows() []catalogRow {
@@ -194,7 +243,13 @@ func catalogRows() []catalogRow {
 			if u, _, err := p.Origin(region); err == nil {
 				origin = u.String()
 			}
-			rows = append(rows, catalogRow{Provider: p.Name, Region: region, Default: region == p.DefaultRegion, Origin: origin, Check: check})
+			var cnames []string
+			for _, t := range p.CNAMETargets {
+				if t.Region == region || p.Regions == nil {
+					cnames = append(cnames, t.Host)
+				}
+			}
+			rows = append(rows, catalogRow{Provider: p.Name, Region: region, Default: region == p.DefaultRegion, Origin: origin, Check: check, CNAME: cnames})
 		}
 	}
 	return rows
@@ -211,13 +266,13 @@ func cmdProviders(fl caddycmd.Flags) (int, error) {
 		return 0, nil
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PROVIDER\tREGION\tORIGIN\tHEALTH CHECK")
+	fmt.Fprintln(w, "PROVIDER\tREGION\tORIGIN\tCNAME TARGETS\tHEALTH CHECK")
 	for _, r := range rows {
 		region := r.Region
 		if r.Default {
 			region += " (default)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Provider, region, r.Origin, strings.TrimSpace(r.Check))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Provider, region, r.Origin, strings.Join(r.CNAME, ", "), strings.TrimSpace(r.Check))
 	}
 	return 0, w.Flush()
 }
