@@ -138,7 +138,7 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 			zap.Time("next_try", f.next))
 		if c.app.pre != nil {
 			c.app.pre.failed(name)
-			time.AfterFunc(time.Until(f.next), c.app.pre.changed) // try again when the cooldown ends
+			time.AfterFunc(time.Until(f.next), func() { c.app.pre.recheck(name) }) // try again when the cooldown ends
 		}
 	}
 	return nil

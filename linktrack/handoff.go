@@ -35,16 +35,12 @@ func (a *App) inherit(prev *App) {
 		a.removed.removed(name) // refused only while no tenant covers it
 	}
 	prev.removed.mu.RUnlock()
-	for name := range old.exact {
-		if !s.has(name) {
+	old.each(func(name string, _ entry) bool {
+		if _, ok := s.registered(name); !ok {
 			a.removed.removed(name)
 		}
-	}
-	for parent := range old.wildcards {
-		if _, ok := s.wildcards[parent]; !ok {
-			a.removed.removed("*." + parent)
-		}
-	}
+		return true
+	})
 
 	prev.certs.mu.Lock()
 	defer prev.certs.mu.Unlock()

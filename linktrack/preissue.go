@@ -59,9 +59,10 @@ type preIssuer struct {
 	jobs chan string
 	kick chan struct{} // a registry change: sweep now
 
-	mu    sync.Mutex
-	busy  map[string]context.CancelFunc // names queued or in flight
-	retry map[string]retryAfter         // handshakes that failed with no order
+	mu       sync.Mutex
+	busy     map[string]context.CancelFunc // names queued or in flight
+	retry    map[string]retryAfter         // handshakes that failed with no order
+	rechecks map[string]bool               // names to sweep at the next change, such as a cooldown's end
 
 	off atomic.Bool // no HTTPS server to obtain through
 }
@@ -113,20 +114,23 @@ func (p *preIssuer) run(stop <-chan struct{}) {
 
 	ticker := time.NewTicker(time.Duration(p.app.RenewalCheckInterval))
 	defer ticker.Stop()
+	var swept *snapshot // a registry change sweeps what changed since
 	for {
-		if !p.sweep(stop) {
+		var ok bool
+		if swept, ok = p.sweep(stop, swept); !ok {
 			return
 		}
 		select {
 		case <-stop:
 			return
 		case <-ticker.C:
+			swept = nil
 		case <-p.kick:
 		}
 	}
 }
 
-// changed asks for a sweep soon, without blocking.
+// changed asks for a sweep of what changed, soon, without blocking.
 func (p *preIssuer) changed() {
 	select {
 	case p.kick <- struct{}{}:
@@ -134,33 +138,62 @@ func (p *preIssuer) changed() {
 	}
 }
 
+// recheck asks for name to be swept soon, without blocking.
+func (p *preIssuer) recheck(name string) {
+	p.mu.Lock()
+	if p.rechecks == nil {
+		p.rechecks = make(map[string]bool)
+	}
+	p.rechecks[name] = true
+	p.mu.Unlock()
+	p.changed()
+}
+
 // sweep queues every tenant whose certificate is missing or due for
-// renewal and that is neither cooling down nor already queued. It
-// returns false when stop closed meanwhile.
-func (p *preIssuer) sweep(stop <-chan struct{}) bool {
+// renewal and that is neither cooling down nor already queued; with a
+// registry swept before, only the tenants added or changed since. It
+// returns the registry swept, and false when stop closed meanwhile.
+func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, bool) {
 	s := p.app.snapshot()
 	if s == nil {
-		return true
+		return since, true
+	}
+	each := s.exact.each
+	if since != nil {
+		p.mu.Lock()
+		rechecks := p.rechecks
+		p.rechecks = nil
+		p.mu.Unlock()
+		each = func(fn func(string, entry) bool) {
+			for name := range rechecks {
+				if e, ok := s.exact.get(name); ok && !fn(name, e) {
+					return
+				}
+			}
+			s.exact.eachChanged(since.exact, fn)
+		}
 	}
 	now := time.Now()
-	for name := range s.exact {
+	more := true
+	each(func(name string, _ entry) bool {
 		if !p.app.certs.due(name, now) {
-			continue
+			return true
 		}
 		if !p.app.certs.known(name) && !p.orders.ready(name) {
-			continue // over the order limits: a later sweep
+			return true // over the order limits: a later sweep
 		}
 		if !p.claim(name) {
-			continue
+			return true
 		}
 		select {
 		case p.jobs <- name:
 		case <-stop:
 			p.release(name)
-			return false
+			more = false
 		}
-	}
-	return true
+		return more
+	})
+	return s, more
 }
 
 // retryAfter delays the next background handshake of a name whose last

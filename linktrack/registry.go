@@ -53,12 +53,13 @@ type entry struct {
 	source   uint16 // index into snapshot.sources
 }
 
-// snapshot is an immutable registry. A change builds a new snapshot and
-// swaps it in atomically; lookups take no lock.
+// snapshot is an immutable registry. A change builds a new snapshot,
+// sharing what it did not change, and swaps it in atomically; lookups
+// take no lock.
 type snapshot struct {
-	exact     map[string]entry
-	wildcards map[string]entry // keyed by the domain below "*."
-	sources   []string         // where entries came from, e.g. "tenants_file /etc/t.json"
+	exact     domainTable
+	wildcards domainTable // keyed by the domain below "*."
+	sources   []string    // where entries came from, e.g. "tenants_file /etc/t.json"
 }
 
 // tenantSource is one origin of tenants: inline config, a file, storage.
@@ -72,14 +73,8 @@ type tenantSource struct {
 // source, the entry and the field, and on a duplicate domain with an
 // error that names both sources.
 func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, error) {
-	size := 0
-	for _, src := range sources {
-		size += len(src.tenants)
-	}
-	s := &snapshot{
-		exact:     make(map[string]entry, size),
-		wildcards: make(map[string]entry),
-	}
+	s := &snapshot{}
+	exact, wildcards := newDomainTable().edit(), newDomainTable().edit()
 	for _, src := range sources {
 		if len(s.sources) == 1<<16-1 {
 			return nil, fmt.Errorf("too many tenant sources")
@@ -92,12 +87,13 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 				return nil, fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
 			}
 			e.source = sourceIndex
-			if _, dup := s.insert(domain, e); dup {
+			if _, dup := insert(exact, wildcards, domain, e); dup {
 				return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 					domain, firstPlace(sources, domain), src.name, i+1)
 			}
 		}
 	}
+	s.exact, s.wildcards = exact.done(), wildcards.done()
 	return s, nil
 }
 
@@ -110,20 +106,14 @@ func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolv
 		return nil, fmt.Errorf("no tenant source '%s'", name)
 	}
 	source := uint16(index)
-	n := &snapshot{
-		exact:     make(map[string]entry, len(s.exact)+len(tenants)),
-		wildcards: make(map[string]entry, len(s.wildcards)),
-		sources:   s.sources,
-	}
-	for k, e := range s.exact {
-		if e.source != source {
-			n.exact[k] = e
-		}
-	}
-	for k, e := range s.wildcards {
-		if e.source != source {
-			n.wildcards[k] = e
-		}
+	exact, wildcards := s.exact.edit(), s.wildcards.edit()
+	for _, ed := range []*tableEdit{exact, wildcards} {
+		ed.t.each(func(domain string, e entry) bool {
+			if e.source == source {
+				ed.remove(domain)
+			}
+			return true
+		})
 	}
 	for i, t := range tenants {
 		domain, e, err := newEntry(t, resolve)
@@ -131,25 +121,76 @@ func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolv
 			return nil, fmt.Errorf("%s, entry %d: %v", name, i+1, err)
 		}
 		e.source = source
-		if prior, dup := n.insert(domain, e); dup {
+		if prior, dup := insert(exact, wildcards, domain, e); dup {
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
-				domain, n.sources[prior.source], name, i+1)
+				domain, s.sources[prior.source], name, i+1)
 		}
 	}
-	return n, nil
+	return &snapshot{exact: exact.done(), wildcards: wildcards.done(), sources: s.sources}, nil
+}
+
+// withChanges returns a copy of s in which the source named name has
+// the tenants put added or replaced and the domains remove removed. It
+// costs the size of the change, not of the registry. A put or a removal
+// of a domain registered by another source fails with an error wrapping
+// errConflict that names that source; removing a domain that is not
+// registered is no error.
+func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resolve routeResolver) (*snapshot, error) {
+	index := slices.Index(s.sources, name)
+	if index < 0 {
+		return nil, fmt.Errorf("no tenant source '%s'", name)
+	}
+	source := uint16(index)
+	exact, wildcards := s.exact.edit(), s.wildcards.edit()
+	owned := func(domain string) error {
+		ed, key := tableOf(exact, wildcards, domain)
+		if prior, ok := ed.get(key); ok && prior.source != source {
+			return fmt.Errorf("%w: domain '%s' is defined in %s; change it there", errConflict, domain, s.sources[prior.source])
+		}
+		return nil
+	}
+	for _, domain := range remove {
+		if err := owned(domain); err != nil {
+			return nil, err
+		}
+		ed, key := tableOf(exact, wildcards, domain)
+		ed.remove(key)
+	}
+	for i, t := range put {
+		domain, e, err := newEntry(t, resolve)
+		if err != nil {
+			if len(put) == 1 {
+				return nil, err
+			}
+			return nil, fmt.Errorf("entry %d: %v", i+1, err)
+		}
+		if err := owned(domain); err != nil {
+			return nil, err
+		}
+		e.source = source
+		ed, key := tableOf(exact, wildcards, domain)
+		ed.set(key, e)
+	}
+	return &snapshot{exact: exact.done(), wildcards: wildcards.done(), sources: s.sources}, nil
+}
+
+// tableOf returns the table that holds a canonical domain, and its key
+// there: the domain below "*." for a wildcard.
+func tableOf(exact, wildcards *tableEdit, domain string) (*tableEdit, string) {
+	if parent, ok := strings.CutPrefix(domain, "*."); ok {
+		return wildcards, parent
+	}
+	return exact, domain
 }
 
 // insert adds a canonical domain unless it is already registered, in
 // which case it returns the entry registered.
-func (s *snapshot) insert(domain string, e entry) (entry, bool) {
-	table, key := s.exact, domain
-	if parent, ok := strings.CutPrefix(domain, "*."); ok {
-		table, key = s.wildcards, parent
-	}
-	if prior, dup := table[key]; dup {
+func insert(exact, wildcards *tableEdit, domain string, e entry) (entry, bool) {
+	ed, key := tableOf(exact, wildcards, domain)
+	if prior, dup := ed.get(key); dup {
 		return prior, true
 	}
-	table[key] = e
+	ed.set(key, e)
 	return entry{}, false
 }
 
@@ -195,11 +236,11 @@ func (s *snapshot) lookup(host string) (entry, bool) {
 // match is lookup that also returns the tenant matched: the exact domain,
 // or "*." and the domain below the wildcard.
 func (s *snapshot) match(host string) (tenantKey, entry, bool) {
-	if e, ok := s.exact[host]; ok {
+	if e, ok := s.exact.get(host); ok {
 		return tenantKey{domain: host}, e, true
 	}
 	if i := strings.IndexByte(host, '.'); i > 0 {
-		if e, ok := s.wildcards[host[i+1:]]; ok {
+		if e, ok := s.wildcards.get(host[i+1:]); ok {
 			return tenantKey{domain: host[i+1:], wildcard: true}, e, true
 		}
 	}
@@ -214,13 +255,55 @@ type tenantKey struct {
 
 // has reports whether domain is registered exactly, not by a wildcard.
 func (s *snapshot) has(domain string) bool {
-	_, ok := s.exact[domain]
+	_, ok := s.exact.get(domain)
 	return ok
+}
+
+// registered returns the entry of a canonical domain, a wildcard as
+// "*.example.com", without matching a host against wildcards.
+func (s *snapshot) registered(domain string) (entry, bool) {
+	if parent, ok := strings.CutPrefix(domain, "*."); ok {
+		return s.wildcards.get(parent)
+	}
+	return s.exact.get(domain)
 }
 
 // len returns the number of registered domains.
 func (s *snapshot) len() int {
-	return len(s.exact) + len(s.wildcards)
+	return s.exact.size + s.wildcards.size
+}
+
+// each calls fn for every registered domain, a wildcard as
+// "*.example.com", in no particular order, until fn returns false.
+func (s *snapshot) each(fn func(domain string, e entry) bool) {
+	more := true
+	s.wildcards.each(func(parent string, e entry) bool {
+		more = fn("*."+parent, e)
+		return more
+	})
+	if more {
+		s.exact.each(fn)
+	}
+}
+
+// after calls fn for every registered domain greater than cursor, in
+// domain order, until fn returns false. Wildcards ("*." sorts before
+// any letter or digit) come first.
+func (s *snapshot) after(cursor string, fn func(domain string, e entry) bool) {
+	more := true
+	if parent, ok := strings.CutPrefix(cursor, "*."); ok || cursor < "*." {
+		if !ok {
+			parent = ""
+		}
+		s.wildcards.after(parent, func(parent string, e entry) bool {
+			more = fn("*."+parent, e)
+			return more
+		})
+		cursor = ""
+	}
+	if more {
+		s.exact.after(cursor, fn)
+	}
 }
 
 // tenant rebuilds the configuration of a registered domain.
@@ -235,14 +318,10 @@ func (s *snapshot) tenant(domain string, e entry) Tenant {
 // tenants lists every registered domain, sorted, with its source.
 func (s *snapshot) tenants() []registeredTenant {
 	list := make([]registeredTenant, 0, s.len())
-	for domain, e := range s.exact {
+	s.after("", func(domain string, e entry) bool {
 		list = append(list, registeredTenant{Tenant: s.tenant(domain, e), Source: s.sources[e.source]})
-	}
-	for parent, e := range s.wildcards {
-		domain := "*." + parent
-		list = append(list, registeredTenant{Tenant: s.tenant(domain, e), Source: s.sources[e.source]})
-	}
-	slices.SortFunc(list, func(a, b registeredTenant) int { return strings.Compare(a.Domain, b.Domain) })
+		return true
+	})
 	return list
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -205,13 +204,7 @@ func (a *App) sourceOf(domain string) (string, bool) {
 // name (a wildcard as "*.example.com").
 func (a *App) registered(domain string) (registeredTenant, bool) {
 	s := a.snapshot()
-	var e entry
-	var ok bool
-	if parent, wild := strings.CutPrefix(domain, "*."); wild {
-		e, ok = s.wildcards[parent]
-	} else {
-		e, ok = s.exact[domain]
-	}
+	e, ok := s.registered(domain)
 	if !ok {
 		return registeredTenant{}, false
 	}

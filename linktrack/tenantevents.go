@@ -45,17 +45,21 @@ func (a *App) reportChanges(prev, next *snapshot, cause string) {
 			a.logger.Info("tenant "+change, zap.String("domain", domain), zap.String("source", s.sources[e.source]))
 		}
 	}
+	// tables derived from one another share the shards no change
+	// touched, which eachChanged skips
 	diff := func(event string, from, to *snapshot) {
-		for domain, e := range from.exact {
-			if _, ok := to.exact[domain]; !ok {
+		from.exact.eachChanged(to.exact, func(domain string, e entry) bool {
+			if _, ok := to.exact.get(domain); !ok {
 				report(event, domain, from, e)
 			}
-		}
-		for parent, e := range from.wildcards {
-			if _, ok := to.wildcards[parent]; !ok {
+			return true
+		})
+		from.wildcards.eachChanged(to.wildcards, func(parent string, e entry) bool {
+			if _, ok := to.wildcards.get(parent); !ok {
 				report(event, "*."+parent, from, e)
 			}
-		}
+			return true
+		})
 	}
 	diff("tenant_added", next, prev)
 	diff("tenant_removed", prev, next)
