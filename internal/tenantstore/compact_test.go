@@ -205,3 +205,32 @@ func TestBytesPerChangeConstant(t *testing.T) {
 		t.Fatalf("one change wrote %d bytes at 1,000 records and %d at 100,000", small, large)
 	}
 }
+
+// A Load that outlives its snapshot's grace period fails with
+// ErrCompacted, so that the caller loads again.
+func TestLoadAfterGrace(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_000_000_000, 0)
+	s := New(fileStorage(t), Options{SnapshotGrace: time.Second, Now: func() time.Time { return now }})
+	step := func(d string) {
+		mustApply(t, s, Change{Put: []Record{put(d, "p")}})
+		if err := s.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("a.example")
+	stale, _, err := s.readHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("b.example")
+	now = now.Add(2 * time.Second)
+	step("c.example")
+	if _, err := s.stream(ctx, stale, func(Record) error { return nil }); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("load of a deleted snapshot: %v, want ErrCompacted", err)
+	}
+	got, _ := load(t, s)
+	if len(got) != 3 {
+		t.Fatalf("state: %v", got)
+	}
+}

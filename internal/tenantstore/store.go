@@ -158,6 +158,9 @@ func New(storage certmagic.Storage, opts Options) *Store {
 //
 // Head is the commit point: if Apply fails before head is stored, the
 // state is unchanged, and the next Apply overwrites the orphan record.
+// An error from the head write itself is ambiguous, as with any
+// storage (the write may have landed before the error): callers learn
+// the outcome from their next Since, never by assuming.
 func (s *Store) Apply(ctx context.Context, c Change) (uint64, error) {
 	if len(c.Put) == 0 && len(c.Remove) == 0 {
 		h, _, err := s.ensureHead(ctx)
@@ -298,8 +301,11 @@ func (s *Store) readHead(ctx context.Context) (head, bool, error) {
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return head{}, false, fmt.Errorf("%w: decoding %s: %v", ErrCorrupt, s.headKey(), err)
 	}
-	if h.Format != headFormat || h.Bucket == 0 {
+	if h.Format != headFormat {
 		return head{}, false, fmt.Errorf("%w: %s has format %d; this release reads %d", ErrCorrupt, s.headKey(), h.Format, headFormat)
+	}
+	if h.Bucket == 0 || h.Oldest == 0 || h.Snapshot > h.Version {
+		return head{}, false, fmt.Errorf("%w: %s is inconsistent: %s", ErrCorrupt, s.headKey(), raw)
 	}
 	return h, true, nil
 }
