@@ -118,7 +118,7 @@ func TestSnapshotAfterListsWildcardsFirst(t *testing.T) {
 		{Domain: "*.clicks.example.com", Provider: "sendgrid"},
 		{Domain: "a.example.com", Provider: "sendgrid"},
 		{Domain: "*.a.example.net", Provider: "sendgrid"},
-	}}}, fakeRoutes())
+	}}}, testRoutes())
 	if err != nil {
 		t.Fatal(err)
 	}
