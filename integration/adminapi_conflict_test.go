@@ -107,7 +107,7 @@ func TestAdminAPIConflictAndCertificateStates(t *testing.T) {
 		list.Tenants[1].Domain != fileTenant || list.Tenants[1].Provider != "sendgrid" || list.Tenants[1].Source != "tenants_file "+tenantsFile {
 		t.Errorf("tenants after the refused changes: %s", body)
 	}
-	if _, err := os.Stat(filepath.Join(storage, "linktrack", "tenants.json")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(storage, "linktrack", "tenants", "journal")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a refused change wrote the stored tenants: %v", err)
 	}
 

@@ -18,14 +18,16 @@ func init() {
 // AdminAPI manages the tenant registry at runtime through Caddy's admin
 // endpoint:
 //
-//	GET    /linktrack/tenants           list every tenant with its source
+//	GET    /linktrack/tenants           a page of tenants in domain order, with their source and certificate status
+//	POST   /linktrack/tenants           add, replace and remove many tenants in one change
 //	GET    /linktrack/tenants/<domain>  one tenant and its certificate state
 //	PUT    /linktrack/tenants/<domain>  add or replace a tenant (JSON body)
 //	DELETE /linktrack/tenants/<domain>  remove a tenant
 //
 // Changes are kept in Caddy's storage, so every node that shares the
-// storage serves them. Tenants defined in the config or the tenants
-// file are read-only here.
+// storage serves them; each costs the same whatever the number of
+// tenants. Tenants defined in the config or the tenants file are
+// read-only here.
 type AdminAPI struct {
 	app *App
 }
@@ -66,13 +68,21 @@ type tenantView struct {
 }
 
 func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
-	}
 	if api.app == nil {
 		return errNoApp
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"tenants": api.app.snapshot().tenants()})
+	switch r.Method {
+	case http.MethodGet:
+		q, err := parsePageQuery(r.URL.Query())
+		if err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+		}
+		return writeJSON(w, http.StatusOK, api.app.page(q))
+	case http.MethodPost:
+		return api.handleBulk(w, r)
+	default:
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
+	}
 }
 
 func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error {
@@ -140,13 +150,14 @@ var errNoApp = caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("
 
 // changeError maps a failed change to its status: 409 for a tenant
 // owned by another source, 400 for an invalid tenant (the message names
-// the field), 500 for a storage failure.
+// the field), 503 for a storage failure, with its cause; the registry
+// in use is kept.
 func changeError(err error) error {
 	switch {
 	case errors.Is(err, errConflict):
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
 	case errors.Is(err, errStorage):
-		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}

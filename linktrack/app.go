@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-linktrack/caddy-linktrack/internal/tenantstore"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -110,12 +111,14 @@ type App struct {
 
 	routes *routeTable
 
-	file    *tenantsFile
-	storage certmagic.Storage
-	stored  storageState
-	certs   *certStates
-	pre     *preIssuer // nil when pre-issuance is off
-	removed *removedTenants
+	file         *tenantsFile
+	storage      certmagic.Storage
+	store        *tenantstore.Store
+	statusCounts *statusCounts
+	followed     uint64 // the version of the stored tenants the registry holds
+	certs        *certStates
+	pre          *preIssuer // nil when pre-issuance is off
+	removed      *removedTenants
 	// the registry of the config this one replaced, whose changes are
 	// reported at Start
 	inherited *snapshot
@@ -256,10 +259,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("tenants_file: %v", err)
 		}
 	}
-	if a.stored, err = loadStored(ctx, a.storage); err != nil {
+	a.store = newTenantStore(a)
+	a.statusCounts = new(statusCounts)
+	stored, version, err := a.loadStored(ctx)
+	if err != nil {
 		return fmt.Errorf("tenants in storage: %v", err)
 	}
-	s, err := a.build(fileTenants, a.stored.tenants)
+	a.followed = version
+	s, err := a.build(fileTenants, stored)
 	if err != nil {
 		return err
 	}
@@ -283,7 +290,8 @@ func (a *App) Start() error {
 		a.watch(a.FileCheckInterval, a.file.changed, a.reloadFile)
 	}
 	// tenants added on another node sharing the storage
-	a.watch(a.StorageRefreshInterval, func() bool { return a.storageChanged(a.ctx) }, a.reloadStorage)
+	a.watch(a.StorageRefreshInterval, func() bool { return true }, a.followStorage)
+	a.watch(caddy.Duration(compactCheckInterval), func() bool { return true }, a.compactStorage)
 	a.stopped.Go(func() {
 		// know which tenants have certificates before obtaining any
 		a.certs.scanStorage(a.ctx, a.stop)
@@ -341,10 +349,15 @@ func (a *App) snapshot() *snapshot {
 func (a *App) build(fileTenants, stored []Tenant) (*snapshot, error) {
 	sources := []tenantSource{{name: "config", tenants: a.Tenants}}
 	if a.file != nil {
-		sources = append(sources, tenantSource{name: "tenants_file " + a.file.path, tenants: fileTenants})
+		sources = append(sources, tenantSource{name: a.fileSource(), tenants: fileTenants})
 	}
 	sources = append(sources, tenantSource{name: storageSource, tenants: stored})
 	return buildSnapshot(sources, a.resolve)
+}
+
+// fileSource names the tenants of the tenants file.
+func (a *App) fileSource() string {
+	return "tenants_file " + a.file.path
 }
 
 // storageSource names the tenants kept in storage.

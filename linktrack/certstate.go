@@ -366,6 +366,31 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	return certificateState{Status: "none"}
 }
 
+// status returns a domain's certificate status from what this node
+// knows in memory, without reading storage: valid or expired for a
+// certificate seen, pending after a failure or while pre-issuance is
+// on, none otherwise, per_name for a wildcard. A listing of every
+// tenant uses it; state reads storage for one tenant.
+func (c *certStates) status(domain string, now time.Time) string {
+	if strings.HasPrefix(domain, "*.") {
+		return "per_name"
+	}
+	c.mu.Lock()
+	ic, issued := c.issued[domain]
+	_, failed := c.failures[domain]
+	c.mu.Unlock()
+	switch {
+	case issued && now.After(ic.notAfter):
+		return "expired"
+	case issued:
+		return "valid"
+	case failed || (c.app.pre != nil && !c.app.pre.off.Load()):
+		return "pending"
+	default:
+		return "none"
+	}
+}
+
 // Interface guards
 var (
 	_ caddyevents.Handler  = (*certStates)(nil)

@@ -131,41 +131,55 @@ func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolv
 
 // withChanges returns a copy of s in which the source named name has
 // the tenants put added or replaced and the domains remove removed. It
-// costs the size of the change, not of the registry. A put or a removal
-// of a domain registered by another source fails with an error wrapping
-// errConflict that names that source; removing a domain that is not
-// registered is no error.
-func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resolve routeResolver) (*snapshot, error) {
+// costs the size of the change, not of the registry. An invalid tenant
+// fails the change with an error naming it and the field; so does a
+// domain registered by another source, with an error wrapping
+// errConflict that names that source. With skip set, such an entry is
+// handed to skip and left out instead, and the rest applies. Removing a
+// domain that is not registered is no error.
+func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resolve routeResolver, skip func(domain string, err error)) (*snapshot, error) {
 	index := slices.Index(s.sources, name)
 	if index < 0 {
 		return nil, fmt.Errorf("no tenant source '%s'", name)
 	}
 	source := uint16(index)
 	exact, wildcards := s.exact.edit(), s.wildcards.edit()
-	owned := func(domain string) error {
+	owned := func(domain, verb string) error {
 		ed, key := tableOf(exact, wildcards, domain)
 		if prior, ok := ed.get(key); ok && prior.source != source {
-			return fmt.Errorf("%w: domain '%s' is defined in %s; change it there", errConflict, domain, s.sources[prior.source])
+			return fmt.Errorf("%w: domain '%s' is defined in %s; %s it there", errConflict, domain, s.sources[prior.source], verb)
 		}
 		return nil
 	}
+	fail := func(domain string, err error) error {
+		if skip == nil {
+			return err
+		}
+		skip(domain, err)
+		return nil
+	}
 	for _, domain := range remove {
-		if err := owned(domain); err != nil {
-			return nil, err
+		if err := owned(domain, "remove"); err != nil {
+			if err = fail(domain, err); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		ed, key := tableOf(exact, wildcards, domain)
 		ed.remove(key)
 	}
 	for i, t := range put {
 		domain, e, err := newEntry(t, resolve)
+		if err == nil {
+			err = owned(domain, "change")
+		} else if len(put) > 1 {
+			err = fmt.Errorf("entry %d: %w", i+1, err)
+		}
 		if err != nil {
-			if len(put) == 1 {
+			if err = fail(t.Domain, err); err != nil {
 				return nil, err
 			}
-			return nil, fmt.Errorf("entry %d: %v", i+1, err)
-		}
-		if err := owned(domain); err != nil {
-			return nil, err
+			continue
 		}
 		e.source = source
 		ed, key := tableOf(exact, wildcards, domain)

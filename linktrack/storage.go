@@ -5,93 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"slices"
 	"time"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/caddy-linktrack/caddy-linktrack/internal/tenantstore"
 	"go.uber.org/zap"
 )
 
-// DefaultStorageRefreshInterval is how often tenants kept in storage are
-// re-read when storage_refresh_interval is not set.
+// DefaultStorageRefreshInterval is how often the changes other nodes
+// made to the tenants kept in storage are read, when
+// storage_refresh_interval is not set.
 const DefaultStorageRefreshInterval = 10 * time.Second
 
-const (
-	// storageKey holds the tenants added through the admin API, in the
-	// storage configured for Caddy, so every node that shares the storage
-	// serves them.
-	storageKey = "linktrack/tenants.json"
-	// storageLock serializes writers of storageKey across nodes.
-	storageLock = "linktrack_tenants"
-)
-
-// storedTenants is the content of storageKey.
-type storedTenants struct {
-	Tenants []Tenant `json:"tenants"`
-}
-
-// storageState is what was last read from storage.
-type storageState struct {
-	modified time.Time
-	size     int64
-	tenants  []Tenant
-}
-
-// loadStored reads the tenants kept in storage. A missing key is an
-// empty list.
-func loadStored(ctx context.Context, storage certmagic.Storage) (storageState, error) {
-	info, err := storage.Stat(ctx, storageKey)
-	if errors.Is(err, fs.ErrNotExist) {
-		return storageState{}, nil
-	}
-	if err != nil {
-		return storageState{}, fmt.Errorf("stat %s: %v", storageKey, err)
-	}
-	raw, err := storage.Load(ctx, storageKey)
-	if errors.Is(err, fs.ErrNotExist) {
-		return storageState{}, nil
-	}
-	if err != nil {
-		return storageState{}, fmt.Errorf("load %s: %v", storageKey, err)
-	}
-	var doc storedTenants
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return storageState{}, fmt.Errorf("decoding %s: %v", storageKey, err)
-	}
-	return storageState{modified: info.Modified, size: info.Size, tenants: doc.Tenants}, nil
-}
-
-// storageChanged reports whether the stored tenants may differ from
-// what was last read.
-func (a *App) storageChanged(ctx context.Context) bool {
-	info, err := a.storage.Stat(ctx, storageKey)
-	if errors.Is(err, fs.ErrNotExist) {
-		return len(a.stored.tenants) > 0
-	}
-	return err != nil || !info.Modified.Equal(a.stored.modified) || info.Size != a.stored.size
-}
-
-// reloadStorage rebuilds the registry from the stored tenants. Invalid
-// stored tenants keep the registry in use.
-func (a *App) reloadStorage() {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	state, err := loadStored(a.ctx, a.storage)
-	var s *snapshot
-	if err == nil {
-		s, err = a.snapshot().withSource(storageSource, state.tenants, a.resolve)
-	}
-	if err != nil {
-		a.metrics.reloads.WithLabelValues("storage", "error").Inc()
-		a.logger.Error("stored tenants rejected; keeping the registry in use",
-			zap.String("key", storageKey), zap.Error(err))
-		return
-	}
-	a.stored = state
-	a.metrics.reloads.WithLabelValues("storage", "ok").Inc()
-	a.swap(s, "storage")
-}
+// compactCheckInterval is how often a node checks whether the journal
+// of stored tenant changes is due to be folded into a new snapshot.
+const compactCheckInterval = time.Minute
 
 // errConflict marks a change that collides with a tenant defined in
 // another source than storage; errStorage, a failure of the storage.
@@ -99,6 +26,171 @@ var (
 	errConflict = errors.New("conflict")
 	errStorage  = errors.New("storage")
 )
+
+// newTenantStore returns the store of the tenants added through the
+// admin API, in the storage configured for Caddy, so that every node
+// that shares the storage serves them. A document written by an earlier
+// release, linktrack/tenants.json, is migrated into it once.
+func newTenantStore(a *App) *tenantstore.Store {
+	return tenantstore.New(a.storage, tenantstore.Options{LegacyRecord: legacyTenant})
+}
+
+// legacyTenant reads one tenant of the document earlier releases kept,
+// with its domain made canonical.
+func legacyTenant(raw json.RawMessage) (tenantstore.Record, error) {
+	var t Tenant
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return tenantstore.Record{}, fmt.Errorf("decoding tenant: %v", err)
+	}
+	return tenantRecord(t)
+}
+
+// tenantRecord returns the stored form of a tenant, keyed by its
+// canonical domain.
+func tenantRecord(t Tenant) (tenantstore.Record, error) {
+	domain, err := CanonicalDomain(t.Domain)
+	if err != nil {
+		return tenantstore.Record{}, fmt.Errorf("domain: %v", err)
+	}
+	t.Domain = domain
+	value, err := json.Marshal(t)
+	return tenantstore.Record{Domain: domain, Value: value}, err
+}
+
+// storedTenant decodes a stored record.
+func storedTenant(r tenantstore.Record) (Tenant, error) {
+	var t Tenant
+	if err := json.Unmarshal(r.Value, &t); err != nil {
+		return Tenant{}, fmt.Errorf("stored tenant '%s': %v", r.Domain, err)
+	}
+	t.Domain = r.Domain
+	return t, nil
+}
+
+// loadStored reads every tenant kept in storage and the version read.
+func (a *App) loadStored(ctx context.Context) ([]Tenant, uint64, error) {
+	for {
+		var tenants []Tenant
+		version, err := a.store.Load(ctx, func(r tenantstore.Record) error {
+			t, err := storedTenant(r)
+			tenants = append(tenants, t)
+			return err
+		})
+		if errors.Is(err, tenantstore.ErrCompacted) {
+			continue // compacted while being read: read the new snapshot
+		}
+		return tenants, version, err
+	}
+}
+
+// followStorage applies to the registry the changes made to the stored
+// tenants, by any node, since the version it holds. It reads only what
+// changed. Invalid stored tenants keep the registry in use.
+func (a *App) followStorage() {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if err := a.followStorageLocked(a.ctx, "storage"); err != nil {
+		a.metrics.reloads.WithLabelValues("storage", "error").Inc()
+		a.logger.Error("reading stored tenant changes; keeping the registry in use", zap.Error(err))
+	}
+}
+
+func (a *App) followStorageLocked(ctx context.Context, cause string) error {
+	changes, version, err := a.store.Since(ctx, a.followed)
+	if errors.Is(err, tenantstore.ErrCompacted) {
+		return a.reloadStorageLocked(ctx, cause)
+	}
+	if err != nil || version == a.followed {
+		return err
+	}
+	s := a.snapshot()
+	skip := func(domain string, err error) {
+		a.logger.Error("stored tenant not served", zap.String("domain", domain), zap.Error(err))
+	}
+	for _, c := range changes {
+		put := make([]Tenant, 0, len(c.Put))
+		for _, r := range c.Put {
+			t, err := storedTenant(r)
+			if err != nil {
+				skip(r.Domain, err)
+				continue
+			}
+			put = append(put, t)
+		}
+		if s, err = s.withChanges(storageSource, put, c.Remove, a.resolve, skip); err != nil {
+			return err
+		}
+	}
+	a.followed = version
+	a.metrics.reloads.WithLabelValues("storage", "ok").Inc()
+	a.swap(s, cause)
+	return nil
+}
+
+// reloadStorageLocked replaces the stored tenants of the registry with
+// all of storage's, when the changes since the version it holds are no
+// longer kept.
+func (a *App) reloadStorageLocked(ctx context.Context, cause string) error {
+	tenants, version, err := a.loadStored(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := a.snapshot().withSource(storageSource, tenants, a.resolve)
+	if err != nil {
+		return err
+	}
+	a.followed = version
+	a.metrics.reloads.WithLabelValues("storage", "ok").Inc()
+	a.swap(s, cause)
+	return nil
+}
+
+// compactStorage folds the journal of stored tenant changes into a new
+// snapshot when it has grown enough; one node at a time does it.
+func (a *App) compactStorage() {
+	if _, err := a.store.CompactIfDue(a.ctx); err != nil {
+		a.logger.Error("compacting stored tenants", zap.Error(err))
+	}
+}
+
+// changeStored adds or replaces the tenants put and removes the domains
+// remove, in storage and so on every node that shares it, as one
+// change: all of it or, when any entry is invalid, none of it. It
+// returns the domains that were not stored before. The change is
+// checked against the registry in use first: an entry that is invalid
+// fails it, and so does a domain defined in another source (an error
+// wrapping errConflict). The registry then follows storage, which holds
+// this change and any other node's.
+func (a *App) changeStored(ctx context.Context, put []Tenant, remove []string) (map[string]bool, error) {
+	s := a.snapshot()
+	if _, err := s.withChanges(storageSource, put, remove, a.resolve, nil); err != nil {
+		return nil, err
+	}
+	created := make(map[string]bool)
+	change := tenantstore.Change{Put: make([]tenantstore.Record, 0, len(put)), Remove: remove}
+	for _, t := range put {
+		r, err := tenantRecord(t)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := s.registered(r.Domain); !ok {
+			created[r.Domain] = true
+		}
+		change.Put = append(change.Put, r)
+	}
+	if _, err := a.store.Apply(ctx, change); err != nil {
+		if errors.Is(err, tenantstore.ErrInvalid) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", errStorage, err)
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if err := a.followStorageLocked(ctx, "admin_api"); err != nil {
+		return nil, fmt.Errorf("%w: the change is stored, but reading it back failed: %v", errStorage, err)
+	}
+	return created, nil
+}
 
 // putStored adds or replaces a stored tenant on every node that shares
 // the storage, and returns its registered form.
@@ -108,24 +200,12 @@ func (a *App) putStored(ctx context.Context, t Tenant) (registeredTenant, bool, 
 		return registeredTenant{}, false, fmt.Errorf("domain: %v", err)
 	}
 	t.Domain = domain
-	var created bool
-	err = a.changeStored(ctx, func(tenants []Tenant) ([]Tenant, error) {
-		i := slices.IndexFunc(tenants, func(s Tenant) bool { return s.Domain == domain })
-		created = i < 0
-		if created {
-			if src, ok := a.sourceOf(domain); ok {
-				return nil, fmt.Errorf("%w: domain '%s' is defined in %s; change it there", errConflict, domain, src)
-			}
-			return append(tenants, t), nil
-		}
-		tenants[i] = t
-		return tenants, nil
-	})
+	created, err := a.changeStored(ctx, []Tenant{t}, nil)
 	if err != nil {
 		return registeredTenant{}, false, err
 	}
 	rt, _ := a.registered(domain)
-	return rt, created, nil
+	return rt, created[domain], nil
 }
 
 // deleteStored removes a stored tenant. It reports false if no stored
@@ -135,63 +215,11 @@ func (a *App) deleteStored(ctx context.Context, domain string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("domain: %v", err)
 	}
-	found := false
-	err = a.changeStored(ctx, func(tenants []Tenant) ([]Tenant, error) {
-		i := slices.IndexFunc(tenants, func(s Tenant) bool { return s.Domain == domain })
-		if i < 0 {
-			if src, ok := a.sourceOf(domain); ok {
-				return nil, fmt.Errorf("%w: domain '%s' is defined in %s; remove it there", errConflict, domain, src)
-			}
-			return nil, nil
-		}
-		found = true
-		return slices.Delete(tenants, i, i+1), nil
-	})
-	return found, err
-}
-
-// changeStored applies change to the stored tenants under the storage
-// lock, checks the result by building a registry from it, and only then
-// saves it and swaps the registry in. A nil list from change means no
-// change.
-func (a *App) changeStored(ctx context.Context, change func([]Tenant) ([]Tenant, error)) error {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	if err := a.storage.Lock(ctx, storageLock); err != nil {
-		return fmt.Errorf("%w: locking stored tenants: %v", errStorage, err)
+	if _, ok := a.snapshot().registered(domain); !ok {
+		return false, nil
 	}
-	defer func() {
-		if err := a.storage.Unlock(context.WithoutCancel(ctx), storageLock); err != nil {
-			a.logger.Error("unlocking stored tenants", zap.Error(err))
-		}
-	}()
-
-	current, err := loadStored(ctx, a.storage)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errStorage, err)
-	}
-	tenants, err := change(slices.Clone(current.tenants))
-	if err != nil || tenants == nil {
-		return err
-	}
-	s, err := a.snapshot().withSource(storageSource, tenants, a.resolve)
-	if err != nil {
-		return err
-	}
-	raw, err := json.MarshalIndent(storedTenants{Tenants: tenants}, "", "\t")
-	if err != nil {
-		return err
-	}
-	if err := a.storage.Store(ctx, storageKey, raw); err != nil {
-		return fmt.Errorf("%w: storing tenants: %v", errStorage, err)
-	}
-	if state, err := loadStored(ctx, a.storage); err == nil {
-		a.stored = state
-	} else {
-		a.stored = storageState{tenants: tenants}
-	}
-	a.swap(s, "admin_api")
-	return nil
+	_, err = a.changeStored(ctx, nil, []string{domain})
+	return err == nil, err
 }
 
 // sourceOf returns where a domain of the registry in use comes from.

@@ -131,7 +131,7 @@ func (a *App) reloadFile() {
 	}
 	var s *snapshot
 	if err == nil {
-		s, err = a.build(tenants, a.stored.tenants)
+		s, err = a.snapshot().withSource(a.fileSource(), tenants, a.resolve)
 	}
 	if err != nil {
 		*a.file = previous
