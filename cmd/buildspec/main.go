@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 
 	"github.com/caddy-linktrack/caddy-linktrack/internal/buildspec"
 )
@@ -39,14 +38,7 @@ func main() {
 			os.Exit(1)
 		}
 	case "xcaddy":
-		var parts []string
-		for _, env := range spec.XcaddyEnv() {
-			name, value, _ := strings.Cut(env, "=")
-			parts = append(parts, name+`="`+value+`"`)
-		}
-		parts = append(parts, "xcaddy")
-		parts = append(parts, spec.XcaddyArgs(*output)...)
-		fmt.Println(strings.Join(parts, " "))
+		fmt.Println(spec.XcaddyCommand(*output))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command '%s'; want build or xcaddy\n", os.Args[1])
 		os.Exit(2)
