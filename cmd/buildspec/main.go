@@ -1,7 +1,7 @@
 // Command buildspec builds Caddy with caddy-linktrack as xcaddy.json
 // describes, or prints the equivalent xcaddy command.
 //
-//	go run ./cmd/buildspec build [-o caddy]   # go build ./cmd/caddy with the spec's flags
+//	go run ./cmd/buildspec build [-o caddy]   # go build ./cmd/caddy with the spec's flags, cgo off as in xcaddy
 //	go run ./cmd/buildspec xcaddy [-o caddy]  # print the xcaddy command line
 package main
 
@@ -32,6 +32,7 @@ func main() {
 	switch os.Args[1] {
 	case "build":
 		cmd := exec.Command("go", spec.GoBuildArgs(*output)...)
+		cmd.Env = buildspec.GoBuildEnv(os.Environ())
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build: %v\n", err)

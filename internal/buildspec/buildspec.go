@@ -128,6 +128,23 @@ func (s *Spec) GoBuildArgs(output string) []string {
 	return append(args, "-o", output, "./cmd/caddy")
 }
 
+// GoBuildEnv returns the environment of the `go build` of GoBuildArgs,
+// given the current one: cgo off unless CGO_ENABLED=1, as xcaddy
+// builds. Both builds then also share Go's build cache.
+func GoBuildEnv(environ []string) []string {
+	cgo := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "CGO_ENABLED="); ok {
+			cgo = v
+		}
+	}
+	env := append([]string(nil), environ...)
+	if cgo != "1" {
+		env = append(env, "CGO_ENABLED=0")
+	}
+	return env
+}
+
 func (s *Spec) goFlags() []string {
 	flags := append([]string(nil), s.BuildFlags...)
 	if len(s.BuildTags) > 0 {

@@ -111,6 +111,16 @@ func TestArgs(t *testing.T) {
 	if got := spec.XcaddyEnv(); !slices.Equal(got, []string{"XCADDY_GO_BUILD_FLAGS=-trimpath -ldflags='-s -w' -tags=nobadger"}) {
 		t.Errorf("XcaddyEnv = %q", got)
 	}
+	for env, want := range map[string]string{"": "CGO_ENABLED=0", "CGO_ENABLED=1": "CGO_ENABLED=1", "CGO_ENABLED=0": "CGO_ENABLED=0"} {
+		environ := []string{"HOME=/h"}
+		if env != "" {
+			environ = append(environ, env)
+		}
+		got := GoBuildEnv(environ)
+		if got[0] != "HOME=/h" || got[len(got)-1] != want {
+			t.Errorf("GoBuildEnv(%q) = %q, want last %s", environ, got, want)
+		}
+	}
 	gotG := spec.GoBuildArgs("out")
 	wantG := []string{"build", "-trimpath", "-ldflags=-s -w", "-tags=nobadger", "-o", "out", "./cmd/caddy"}
 	if !slices.Equal(gotG, wantG) {
