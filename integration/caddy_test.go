@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 		caddyBin = filepath.Join(dir, "caddy")
 		build := exec.Command("go", spec.GoBuildArgs(caddyBin)...)
 		build.Dir = ".."
+		build.Env = buildspec.GoBuildEnv(os.Environ())
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "building caddy: %v\n", err)

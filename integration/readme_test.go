@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/caddy-linktrack/caddy-linktrack/internal/buildspec"
 )
 
 // TestReadmeJSON validates every JSON block of the README with the
@@ -155,6 +157,33 @@ func TestReadmeNamesTests(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("the README names %s, which no test file defines", strings.Trim(m[0], "`"))
+		}
+	}
+}
+
+// TestReadmeBuilding checks the README's build commands against
+// xcaddy.json, and its list of modules against the Caddy built from it.
+func TestReadmeBuilding(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := buildspec.Load(filepath.Join("..", "xcaddy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules, err := caddyCmd(t, "list-modules", "--skip-standard").Output()
+	if err != nil {
+		t.Fatalf("caddy list-modules: %v", err)
+	}
+	for _, want := range []string{
+		"(`go install " + xcaddyPkg + "@" + xcaddyVersion + "`)",
+		"```sh\nxcaddy build " + spec.CaddyVersion + " --with " + ourModule + "\n```",
+		"```sh\n$ go run ./cmd/buildspec xcaddy\n" + spec.XcaddyCommand("caddy") + "\n```",
+		"```sh\n$ ./caddy list-modules --skip-standard\n" + string(modules) + "```",
+	} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README lacks:\n%s", want)
 		}
 	}
 }

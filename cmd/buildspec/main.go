@@ -1,7 +1,7 @@
 // Command buildspec builds Caddy with caddy-linktrack as xcaddy.json
 // describes, or prints the equivalent xcaddy command.
 //
-//	go run ./cmd/buildspec build [-o caddy]   # go build ./cmd/caddy with the spec's flags
+//	go run ./cmd/buildspec build [-o caddy]   # go build ./cmd/caddy with the spec's flags, cgo off as in xcaddy
 //	go run ./cmd/buildspec xcaddy [-o caddy]  # print the xcaddy command line
 package main
 
@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 
 	"github.com/caddy-linktrack/caddy-linktrack/internal/buildspec"
 )
@@ -33,20 +32,14 @@ func main() {
 	switch os.Args[1] {
 	case "build":
 		cmd := exec.Command("go", spec.GoBuildArgs(*output)...)
+		cmd.Env = buildspec.GoBuildEnv(os.Environ())
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build: %v\n", err)
 			os.Exit(1)
 		}
 	case "xcaddy":
-		var parts []string
-		for _, env := range spec.XcaddyEnv() {
-			name, value, _ := strings.Cut(env, "=")
-			parts = append(parts, name+`="`+value+`"`)
-		}
-		parts = append(parts, "xcaddy")
-		parts = append(parts, spec.XcaddyArgs(*output)...)
-		fmt.Println(strings.Join(parts, " "))
+		fmt.Println(spec.XcaddyCommand(*output))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command '%s'; want build or xcaddy\n", os.Args[1])
 		os.Exit(2)

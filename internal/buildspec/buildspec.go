@@ -68,6 +68,15 @@ func Load(path string) (*Spec, error) {
 	return &s, nil
 }
 
+// LocalVersion is the version a local replacement is built at: the
+// zero pseudo-version, which Go itself gives a module required only
+// through a replace directive. xcaddy turns `--with module@version=dir`
+// into a replace of module@version by dir and `go get module@version`,
+// which the replacement answers; with no version, `go get module` asks
+// the module proxy for the module's latest version, which fails while
+// the module is not published.
+const LocalVersion = "v0.0.0-00010101000000-000000000000"
+
 // XcaddyArgs returns the arguments of `xcaddy` for this build.
 func (s *Spec) XcaddyArgs(output string) []string {
 	args := []string{"build", s.CaddyVersion}
@@ -75,7 +84,7 @@ func (s *Spec) XcaddyArgs(output string) []string {
 		with := p.Module
 		switch {
 		case p.Replace != "":
-			with += "=" + p.Replace
+			with += "@" + LocalVersion + "=" + p.Replace
 		case p.Version != "":
 			with += "@" + p.Version
 		}
@@ -96,11 +105,44 @@ func (s *Spec) XcaddyEnv() []string {
 	return []string{"XCADDY_GO_BUILD_FLAGS=" + strings.Join(quoteAll(flags), " ")}
 }
 
+// XcaddyCommand returns the shell command line that runs xcaddy for
+// this build from the directory of xcaddy.json: the environment, then
+// `xcaddy` and its arguments.
+func (s *Spec) XcaddyCommand(output string) string {
+	var parts []string
+	for _, env := range s.XcaddyEnv() {
+		name, value, _ := strings.Cut(env, "=")
+		parts = append(parts, name+"="+shellQuote(value))
+	}
+	parts = append(parts, "xcaddy")
+	for _, a := range s.XcaddyArgs(output) {
+		parts = append(parts, shellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
 // GoBuildArgs returns the arguments of `go` that build ./cmd/caddy, the
 // repository's equivalent of the xcaddy build, into output.
 func (s *Spec) GoBuildArgs(output string) []string {
 	args := append([]string{"build"}, s.goFlags()...)
 	return append(args, "-o", output, "./cmd/caddy")
+}
+
+// GoBuildEnv returns the environment of the `go build` of GoBuildArgs,
+// given the current one: cgo off unless CGO_ENABLED=1, as xcaddy
+// builds. Both builds then also share Go's build cache.
+func GoBuildEnv(environ []string) []string {
+	cgo := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "CGO_ENABLED="); ok {
+			cgo = v
+		}
+	}
+	env := append([]string(nil), environ...)
+	if cgo != "1" {
+		env = append(env, "CGO_ENABLED=0")
+	}
+	return env
 }
 
 func (s *Spec) goFlags() []string {
@@ -109,6 +151,18 @@ func (s *Spec) goFlags() []string {
 		flags = append(flags, "-tags="+strings.Join(s.BuildTags, ","))
 	}
 	return flags
+}
+
+// shellQuote returns s as one POSIX shell word: unchanged if it holds
+// only characters the shell takes literally, else double-quoted, as the
+// README writes XCADDY_GO_BUILD_FLAGS.
+func shellQuote(s string) string {
+	const literal = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-"
+	if s != "" && strings.Trim(s, literal) == "" {
+		return s
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", `\$`, "`", "\\`")
+	return `"` + r.Replace(s) + `"`
 }
 
 // quoteAll single-quotes arguments that contain spaces, the way

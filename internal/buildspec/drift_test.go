@@ -4,6 +4,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -97,16 +98,58 @@ func TestArgs(t *testing.T) {
 		BuildFlags:   []string{"-trimpath", "-ldflags=-s -w"},
 	}
 	gotX := spec.XcaddyArgs("out")
-	wantX := []string{"build", "v2.11.9", "--with", ourModule + "=.", "--with", "github.com/x/storage@v1.2.3", "--output", "out"}
+	wantX := []string{"build", "v2.11.9", "--with", ourModule + "@v0.0.0-00010101000000-000000000000=.", "--with", "github.com/x/storage@v1.2.3", "--output", "out"}
 	if !slices.Equal(gotX, wantX) {
 		t.Errorf("XcaddyArgs = %q, want %q", gotX, wantX)
 	}
+	gotC := spec.XcaddyCommand("my caddy")
+	wantC := `XCADDY_GO_BUILD_FLAGS="-trimpath -ldflags='-s -w' -tags=nobadger" xcaddy build v2.11.9 --with ` +
+		ourModule + `@v0.0.0-00010101000000-000000000000=. --with github.com/x/storage@v1.2.3 --output "my caddy"`
+	if gotC != wantC {
+		t.Errorf("XcaddyCommand =\n%s\nwant\n%s", gotC, wantC)
+	}
 	if got := spec.XcaddyEnv(); !slices.Equal(got, []string{"XCADDY_GO_BUILD_FLAGS=-trimpath -ldflags='-s -w' -tags=nobadger"}) {
 		t.Errorf("XcaddyEnv = %q", got)
+	}
+	for env, want := range map[string]string{"": "CGO_ENABLED=0", "CGO_ENABLED=1": "CGO_ENABLED=1", "CGO_ENABLED=0": "CGO_ENABLED=0"} {
+		environ := []string{"HOME=/h"}
+		if env != "" {
+			environ = append(environ, env)
+		}
+		got := GoBuildEnv(environ)
+		if got[0] != "HOME=/h" || got[len(got)-1] != want {
+			t.Errorf("GoBuildEnv(%q) = %q, want last %s", environ, got, want)
+		}
 	}
 	gotG := spec.GoBuildArgs("out")
 	wantG := []string{"build", "-trimpath", "-ldflags=-s -w", "-tags=nobadger", "-o", "out", "./cmd/caddy"}
 	if !slices.Equal(gotG, wantG) {
 		t.Errorf("GoBuildArgs = %q, want %q", gotG, wantG)
+	}
+}
+
+// TestShellQuote checks the quoting, and that sh reads each quoted
+// word back as the original.
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"caddy":                      "caddy",
+		"./out/caddy":                "./out/caddy",
+		ourModule + "@v0.0.0-1=../x": ourModule + "@v0.0.0-1=../x",
+		"":                           `""`,
+		"my caddy":                   `"my caddy"`,
+		"-ldflags='-s -w'":           `"-ldflags='-s -w'"`,
+		"a\"$HOME`id`\\":             "\"a\\\"\\$HOME\\`id\\`\\\\\"",
+	} {
+		got := shellQuote(in)
+		if got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+		out, err := exec.Command("sh", "-c", "printf %s "+got).Output()
+		if err != nil {
+			t.Fatalf("sh: %v", err)
+		}
+		if string(out) != in {
+			t.Errorf("sh reads %s as %q, want %q", got, out, in)
+		}
 	}
 }
