@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,6 +239,25 @@ func (p *caddyProcess) waitLogCount(t testing.TB, timeout time.Duration, msg str
 			t.Fatalf("%d log entries %q matched, want %d", len(matched), msg, count)
 		}
 	}
+}
+
+// settleCount numbers the requests of settle.
+var settleCount atomic.Int64
+
+// settle returns once Caddy's log has been read up to now, the positive
+// marker before counting what did not happen: it sends the admin
+// endpoint on adminPort a request of its own, which Caddy logs before it
+// handles it, and waits for that line. Whatever Caddy logged before the
+// call is then in the collected log.
+func (p *caddyProcess) settle(t testing.TB, adminPort int) {
+	t.Helper()
+	uri := fmt.Sprintf("/config/?settle=%d", settleCount.Add(1))
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	p.waitLog(t, "received request", func(e map[string]any) bool { return e["uri"] == uri })
 }
 
 // runCaddy runs a Caddy subcommand to completion and returns its

@@ -90,6 +90,11 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	}
 	tenantsFile := filepath.Join(dir, "tenants.json")
 	writeTenantsFile(t, tenantsFile, domains...)
+	// two tenants added once Caddy runs, whose certificates are in
+	// storage too and expire sooner than any other, one after the
+	// other: the markers that the first sweep has run
+	sentinels := []string{"sentinel-a.scale.test", "sentinel-b.scale.test"}
+	sentinelDays := []int{60, 59}
 
 	ports := multiTenantPorts{freePort(t), freePort(t), freePort(t)}
 	acme := startPebble(t, ports.http, ports.https)
@@ -98,12 +103,18 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	// under: 127.0.0.1-<port>-dir for Pebble at https://127.0.0.1:<port>/dir
 	issuerKey := (&certmagic.ACMEIssuer{CA: acme.directory}).IssuerKey()
 	began := time.Now()
-	writeStoredCertificates(t, storage, issuerKey, ca, domains)
+	writeStoredCertificates(t, storage, issuerKey, ca, domains, 90*24*time.Hour)
+	for i, d := range sentinels {
+		writeStoredCertificates(t, storage, issuerKey, ca, []string{d}, time.Duration(sentinelDays[i])*24*time.Hour)
+	}
 	r.generated = time.Since(began)
 	t.Logf("%d certificates written under %s in %s", r.tenants, certmagic.StorageKeys.CertsPrefix(issuerKey), r.generated.Round(time.Millisecond))
 
 	start := time.Now()
-	p := startCaddyCacheCapacity(t, multiTenantConfig(ports, storage, acme, origin.Port(), caFile, "tenants_file "+tenantsFile), cacheCapacity)
+	// one worker takes the background handshakes in the order the
+	// sweeps queue them
+	p := startCaddyCacheCapacity(t, multiTenantConfig(ports, storage, acme, origin.Port(), caFile,
+		"tenants_file "+tenantsFile+"\n\t\tpre_issuance_workers 1"), cacheCapacity)
 	since := func(msg string) time.Duration {
 		at, ok := certScaleLogTime(p, msg, 10*time.Minute)
 		if !ok {
@@ -115,7 +126,19 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	r.registryLoaded = since("tenant registry loaded")
 	r.scanDone = since("obtaining tenants' certificates in the background") // logged once the scan ends
 	r.cleanDone = since("finished cleaning storage units")
-	time.Sleep(2 * time.Second) // let the first sweep run: it should find nothing to obtain
+	// the first sweep should find nothing to obtain. A sentinel's
+	// background handshake loads its certificate from storage, and
+	// linktrack then knows its expiry, which the expiry metric shows,
+	// being the soonest. The second sentinel, added once the first is
+	// known, is queued by a sweep that began after the first sweep had
+	// queued all it found; with one worker, it is known once every
+	// handshake queued before it is done
+	for i, d := range sentinels {
+		if status, body := adminRequest(t, ports.admin, "PUT", "/linktrack/tenants/"+d, `{"origin": "esp"}`); status != 201 {
+			t.Fatalf("PUT %s: %d %s", d, status, body)
+		}
+		waitSoonestExpiry(t, ports.admin, time.Duration(sentinelDays[i])*24*time.Hour+12*time.Hour, time.Minute)
+	}
 	metrics := func() string { return scrapeMetrics(t, ports.admin) }
 	loads := func() int { return max(0, int(metricValue(metrics(), allowedDecisions))) }
 	heapKiB := func() int { return max(0, int(metricValue(metrics(), "go_memstats_heap_inuse_bytes"))>>10) }
@@ -166,6 +189,8 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	r.firstCached, r.firstLoaded = timed(first)
 
 	r.totalLoads = loads()
+	acme.settle(t)
+	p.settle(t, ports.admin)
 	r.orders = acme.orders()
 	r.failures = len(p.logEntriesNamed("tenant certificate failed"))
 	if r.orders != 0 {
@@ -177,10 +202,10 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	if n := len(p.logEntriesNamed("background handshake failed")); n != 0 {
 		t.Errorf("caddy logged %d failed background handshakes", n)
 	}
-	if r.loadsAtStart != 0 {
-		t.Errorf("%d certificates loaded before any client handshake: the background handshook tenants whose certificates it knew from storage", r.loadsAtStart)
+	if r.loadsAtStart != len(sentinels) {
+		t.Errorf("%d certificates loaded before any client handshake, want the %d sentinels': the background handshook tenants whose certificates it knew from storage", r.loadsAtStart, len(sentinels))
 	}
-	if want := r.handshakes + len(r.recentLoaded) + len(r.firstLoaded); r.totalLoads != want {
+	if want := r.loadsAtStart + r.handshakes + len(r.recentLoaded) + len(r.firstLoaded); r.totalLoads != want {
 		t.Errorf("%d certificates loaded from storage, want one per distinct tenant and one per eviction seen: %d", r.totalLoads, want)
 	}
 	if r.handshakes <= cacheCapacity {
@@ -211,12 +236,30 @@ func measureCertificateScale(t *testing.T, r *certScaleResult) {
 	}
 }
 
+// waitSoonestExpiry waits until the expiry metric of the Caddy with the
+// admin port adminPort shows a certificate that expires within less
+// than left.
+func waitSoonestExpiry(t *testing.T, adminPort int, left, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v := metricValue(scrapeMetrics(t, adminPort), "caddy_linktrack_certificate_expiry_seconds")
+		if v >= 0 && v < left.Seconds() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate expiring within %s known after %s: the soonest expiry is %v s away", left, timeout, v)
+		}
+		time.Sleep(50 * time.Millisecond) // pause between polls of the metric
+	}
+}
+
 // writeStoredCertificates writes, into the file_system storage at root, a
 // certificate for every domain as certmagic stores one that the issuer
 // with issuerKey obtained: the chain, the key and the metadata. Every
-// leaf has the same ECDSA P-256 key, is signed by ca, and is valid for 90
-// days from an hour ago, so none is in its renewal window.
-func writeStoredCertificates(t *testing.T, root, issuerKey string, ca *standin.CA, domains []string) {
+// leaf has the same ECDSA P-256 key, is signed by ca, and is valid for
+// validity from an hour ago: days, so none is in its renewal window.
+func writeStoredCertificates(t *testing.T, root, issuerKey string, ca *standin.CA, domains []string, validity time.Duration) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -250,7 +293,7 @@ func writeStoredCertificates(t *testing.T, root, issuerKey string, ca *standin.C
 					Subject:      pkix.Name{CommonName: d},
 					DNSNames:     []string{d},
 					NotBefore:    notBefore,
-					NotAfter:     notBefore.Add(90 * 24 * time.Hour),
+					NotAfter:     notBefore.Add(validity),
 					KeyUsage:     x509.KeyUsageDigitalSignature,
 					ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 				}

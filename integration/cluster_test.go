@@ -123,6 +123,7 @@ func TestAdminAPIAndCluster(t *testing.T) {
 			t.Fatalf("click through node on port %d: %v %d", n.httpsPort, err, status)
 		}
 	}
+	acme.settle(t)
 	if n := acme.orders(); n != 1 {
 		t.Errorf("pebble received %d orders for one domain served by two nodes", n)
 	}
@@ -172,6 +173,7 @@ func TestAdminAPIAndCluster(t *testing.T) {
 			t.Fatal("a domain in cooldown got a certificate")
 		}
 	}
+	a.caddy.settle(t, a.adminPort)
 	obtaining := 0
 	for _, e := range a.caddy.logEntriesNamed("obtaining certificate") {
 		if e["identifier"] == pebbleBlockedDomain {
@@ -204,6 +206,7 @@ func TestAdminAPIAndCluster(t *testing.T) {
 		t.Errorf("DELETE of a removed tenant: %d, want 404", status)
 	}
 	b.waitTenants(t, 0)
+	acme.settle(t)
 	ordersBefore, originBefore := acme.orders(), origin.Count()
 	for _, n := range []*node{a, b} {
 		for _, d := range []string{"shop.brand-x.test", "gone.brand-x.test"} {
@@ -212,6 +215,7 @@ func TestAdminAPIAndCluster(t *testing.T) {
 			}
 		}
 	}
+	acme.settle(t)
 	if n := acme.orders() - ordersBefore; n != 0 {
 		t.Errorf("removed tenants caused %d orders", n)
 	}

@@ -226,6 +226,9 @@ func TestOriginFaultsMidResponse(t *testing.T) {
 				t.Fatalf("the client got a complete body from an origin that cut it")
 			}
 			r.caddy.waitLog(t, "aborting incomplete response from origin", nil)
+			if rec, err := r.origin.Next(5 * time.Second); err != nil || rec.Target != "/big" || rec.Err != "" {
+				t.Errorf("origin: %v %v, want GET /big once, whole", err, rec)
+			}
 			r.respond(redirectResponse())
 			assertServing(t, r)
 		})

@@ -78,6 +78,7 @@ type acmeCA struct {
 	process     *exec.Cmd
 	mu          sync.Mutex
 	pebbleLines []string
+	changed     chan struct{} // closed and replaced on every new line
 }
 
 // startPebble starts a mock DNS server answering every name with
@@ -121,6 +122,7 @@ func startPebbleValidity(t testing.TB, httpPort, tlsPort int, validity time.Dura
 		minicaRoot: filepath.Join(moduleDir, "test", "certs", "pebble.minica.pem"),
 		dnsAddr:    dnsAddr,
 		dnsControl: dnsControl,
+		changed:    make(chan struct{}),
 	}
 	rootPEM, err := os.ReadFile(ca.minicaRoot)
 	if err != nil {
@@ -142,6 +144,8 @@ func (ca *acmeCA) launch(t testing.TB) {
 	startProcess(t, pebble, func(line string) {
 		ca.mu.Lock()
 		ca.pebbleLines = append(ca.pebbleLines, line)
+		close(ca.changed)
+		ca.changed = make(chan struct{})
 		ca.mu.Unlock()
 	})
 	ca.process = pebble
@@ -250,6 +254,45 @@ func (ca *acmeCA) orders() int {
 		}
 	}
 	return n
+}
+
+// settle returns once Pebble's log has been read up to now, the positive
+// marker before counting what did not happen: it sends Pebble a request
+// no ACME client makes, a POST to new-nonce, and waits for its line.
+// Pebble logs an order before it answers it, so after settle, orders
+// counts every order placed before the call.
+func (ca *acmeCA) settle(t testing.TB) {
+	t.Helper()
+	const mark = "POST /nonce-plz -> calling handler()"
+	marks := func() (int, <-chan struct{}) {
+		ca.mu.Lock()
+		defer ca.mu.Unlock()
+		n := 0
+		for _, line := range ca.pebbleLines {
+			if strings.Contains(line, mark) {
+				n++
+			}
+		}
+		return n, ca.changed
+	}
+	before, _ := marks()
+	res, err := ca.client().Post(strings.TrimSuffix(ca.directory, "/dir")+"/nonce-plz", "application/jose+json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	expired := time.After(10 * time.Second)
+	for {
+		n, changed := marks()
+		if n > before {
+			return
+		}
+		select {
+		case <-changed:
+		case <-expired:
+			t.Fatalf("pebble did not log %q within 10s", mark)
+		}
+	}
 }
 
 // setServfail makes the mock DNS server answer SERVFAIL for name, so

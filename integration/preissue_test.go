@@ -63,6 +63,7 @@ func TestPreIssuance(t *testing.T) {
 
 	// 50 tenants of the tenants file are issued with no client traffic
 	r.caddy.waitLogCount(t, 3*time.Minute, "tenant certificate obtained", len(domains), nil)
+	r.acme.settle(t)
 	// an order that failed (rare with Pebble) is placed again when its
 	// cooldown ends
 	failedFirst := len(r.caddy.logEntriesNamed("tenant certificate failed"))
@@ -79,6 +80,8 @@ func TestPreIssuance(t *testing.T) {
 	// then their first clicks, 10 at a time: no handshake orders or waits
 	// for an order
 	roots := r.acme.issuingRoots(t)
+	r.acme.settle(t)
+	r.caddy.settle(t, r.adminPort)
 	orders, onDemand := r.acme.orders(), len(r.caddy.logEntriesNamed("obtaining new certificate"))
 	for batch := 0; batch < len(domains); batch += 10 {
 		var wg sync.WaitGroup
@@ -94,6 +97,10 @@ func TestPreIssuance(t *testing.T) {
 		}
 		wg.Wait()
 	}
+	// a handshake that obtained on demand would have ordered and logged
+	// before it completed
+	r.acme.settle(t)
+	r.caddy.settle(t, r.adminPort)
 	if n := r.acme.orders() - orders; n != 0 {
 		t.Errorf("first clicks caused %d orders", n)
 	}
@@ -128,6 +135,7 @@ func TestPreIssuance(t *testing.T) {
 	if c.Status != "pending" || c.Error == "" || c.NextTry.Sub(c.FailedAt) != 20*time.Second {
 		t.Errorf("certificate of %s after a failed issuance: %+v, want pending with the error and a try 20s later", unready, c)
 	}
+	r.acme.settle(t)
 	orders = r.acme.orders()
 	for range 20 {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
@@ -137,6 +145,8 @@ func TestPreIssuance(t *testing.T) {
 			t.Fatal("a tenant in cooldown got a certificate")
 		}
 	}
+	r.acme.settle(t)
+	r.caddy.settle(t, r.adminPort)
 	if n := r.acme.orders() - orders; n != 0 {
 		t.Errorf("20 clicks during the cooldown caused %d orders", n)
 	}
@@ -202,7 +212,10 @@ func TestDormantRenewal(t *testing.T) {
 		t.Error("a removed tenant's certificate was served")
 	}
 
+	// both certificates fell due together: a sweep that still held the
+	// removed tenant would have started its renewal by now
 	r.caddy.waitLogFor(t, 2*time.Minute, "tenant certificate renewed", func(e map[string]any) bool { return e["domain"] == kept })
+	r.caddy.settle(t, r.adminPort)
 	if c := r.certificate(t, kept); c.Status != "valid" || !c.NotAfter.After(first.NotAfter) {
 		t.Errorf("certificate of %s after its renewal: %+v, first %+v", kept, c, first)
 	}
@@ -329,6 +342,7 @@ func TestReloadKeepsCertificateState(t *testing.T) {
 	if err := handshake(unready); err == nil {
 		t.Errorf("%s got a certificate during its cooldown", unready)
 	}
+	p.settle(t, ports.admin)
 	if n := countLog(p, "obtaining certificate", "identifier", unready); n != 1 {
 		t.Errorf("%d issuance attempts for %s, want 1: the reload forgot its cooldown", n, unready)
 	}

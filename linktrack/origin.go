@@ -169,6 +169,13 @@ func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tena
 	if err != nil {
 		if body, ok := out.Body.(*clientBody); ok && body.err != nil {
 			err = clientBodyError{body.err}
+			if r.ProtoMajor == 1 {
+				// over HTTP/1, what follows a malformed or oversized body
+				// cannot be told from a next request; Go's server closes
+				// the connection on its own only while the body is
+				// unclosed, and the transport has closed it
+				w.Header().Set("Connection", "close")
+			}
 		}
 		return p.failure(r, tenant, time.Since(start), err)
 	}
