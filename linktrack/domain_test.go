@@ -38,12 +38,12 @@ func TestCanonicalDomain(t *testing.T) {
 		{in: "-lead.example.com", wantErr: "not a valid domain name"},
 		{in: strings.Repeat("a", 64) + ".example.com", wantErr: "a label of 64 bytes"},
 		{in: strings.Repeat("a", 63) + ".example.com", want: strings.Repeat("a", 63) + ".example.com"},
-		{in: strings.Repeat("bücher", 10) + ".example.com", wantErr: "a label has at most 63"}, // 60 letters, more in punycode
+		{in: strings.Repeat("bücher", 10) + ".example.com", wantErr: "a label has at most 63"},         // 60 letters, more in punycode
 		{in: strings.Repeat("abcdefghi.", 25) + "com", want: strings.Repeat("abcdefghi.", 25) + "com"}, // 253 bytes
 		{in: strings.Repeat("abcdefghi.", 25) + "comx", wantErr: "254 bytes long; a domain name has at most 253"},
 		{in: strings.Repeat("abcdefghi.", 25) + "com.", want: strings.Repeat("abcdefghi.", 25) + "com"}, // the final dot is not counted
 		{in: strings.Repeat("bücher.", 36) + "com", wantErr: "bytes long; a domain name has at most 253"},
-		{in: "a\u200d.example.com", wantErr: "no punycode form"},    // a joiner out of context
+		{in: "a\u200d.example.com", wantErr: "no punycode form"},     // a joiner out of context
 		{in: "x\U000E0001.example.com", wantErr: "no punycode form"}, // a disallowed rune
 		{in: "\u0627b.example.com", wantErr: "no punycode form"},     // right-to-left and left-to-right mixed
 		{in: "[::1]", wantErr: "IP address"},
