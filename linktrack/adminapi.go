@@ -49,7 +49,9 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Provision finds the linktrack app, if the config has one.
 func (api *AdminAPI) Provision(ctx caddy.Context) error {
-	api.logger = ctx.Logger()
+	// core provisions admin routers outside any module's context, where
+	// ctx.Logger() would give the unnamed default logger
+	api.logger = ctx.Logger(api)
 	app, err := ctx.AppIfConfigured("linktrack")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		return nil
