@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -458,5 +459,54 @@ func TestAdminAPIBadInput(t *testing.T) {
 		if status != 400 || !strings.Contains(body, want) {
 			t.Errorf("bulk faults: %d %s; want %q", status, body, want)
 		}
+	}
+}
+
+// TestAdminAPIChangeLimit: past change_limit, a change gets 429 with
+// Retry-After and changes nothing; reading the tenants is not limited.
+func TestAdminAPIChangeLimit(t *testing.T) {
+	rig := newStoreRig(t)
+	n := &storeNode{storage: rig.storage}
+	n.httpPort, n.httpsPort, n.adminPort = freePort(t), freePort(t), freePort(t)
+	config := storeNodeCaddyfile(n.adminPort, n.httpPort, n.httpsPort, rig.storage, rig.origin.Port(), rig.caFile)
+	n.caddy = startCaddy(t, "caddyfile", strings.Replace(config, "\t\tpre_issuance off\n", "\t\tpre_issuance off\n\t\tchange_limit 3 1m\n", 1))
+
+	for _, step := range []struct{ method, path, body string }{
+		{"PUT", "/linktrack/tenants/a.brand.test", `{"origin": "esp"}`},
+		{"PUT", "/linktrack/tenants/b.brand.test", `{"origin": "esp"}`},
+		{"DELETE", "/linktrack/tenants/a.brand.test", ``},
+	} {
+		if status, body := n.admin(t, step.method, step.path, step.body); status >= 300 {
+			t.Fatalf("%s %s within the limit: %d %s", step.method, step.path, status, body)
+		}
+	}
+	for _, step := range []struct{ method, path, body string }{
+		{"PUT", "/linktrack/tenants/c.brand.test", `{"origin": "esp"}`},
+		{"DELETE", "/linktrack/tenants/b.brand.test", ``},
+		{"POST", "/linktrack/tenants", bulkBody([]string{"d.brand.test"})},
+	} {
+		req, err := http.NewRequest(step.method, fmt.Sprintf("http://127.0.0.1:%d%s", n.adminPort, step.path), strings.NewReader(step.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		retry, _ := strconv.Atoi(res.Header.Get("Retry-After"))
+		if res.StatusCode != 429 || retry < 1 || retry > 20 || !strings.Contains(string(body), "change_limit") {
+			t.Errorf("%s %s past the limit: %d, Retry-After %q, %s", step.method, step.path, res.StatusCode, res.Header.Get("Retry-After"), body)
+		}
+	}
+	if got := n.listAll(t, "source=storage"); !slices.Equal(got, []string{"b.brand.test"}) {
+		t.Errorf("stored tenants: %q", got)
+	}
+	n.caddy.waitLog(t, "tenant changes refused over change_limit", func(e map[string]any) bool {
+		return e["level"] == "warn" && e["refused"].(float64) >= 1 && e["change_limit"] == 3.0
+	})
+	if changes := n.caddy.logEntriesNamed("tenant change"); len(changes) != 3 {
+		t.Errorf("%d tenant change lines, want 3 (none for a refused change)", len(changes))
 	}
 }

@@ -89,6 +89,9 @@ func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, api.app.page(q))
 	case http.MethodPost:
+		if err := api.admitChange(w); err != nil {
+			return err
+		}
 		return api.recordChange(w, r, "bulk", api.handleBulk)
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
@@ -112,8 +115,14 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		state := api.app.certs.state(r.Context(), canonical)
 		return writeJSON(w, http.StatusOK, tenantView{registeredTenant: rt, Certificate: &state})
 	case http.MethodPut:
+		if err := api.admitChange(w); err != nil {
+			return err
+		}
 		return api.recordChange(w, r, "put", api.handlePut)
 	case http.MethodDelete:
+		if err := api.admitChange(w); err != nil {
+			return err
+		}
 		return api.recordChange(w, r, "delete", api.handleDelete)
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -134,5 +135,55 @@ func TestRecordChange(t *testing.T) {
 				t.Errorf("level %v for status %d", e.Level, tc.wantStatus)
 			}
 		})
+	}
+}
+
+func TestChangeLimiter(t *testing.T) {
+	l := newChangeLimiter(3, time.Minute) // a token every 20s
+	now := time.Unix(1_000_000, 0)
+	for i := range 3 {
+		if ok, _, _ := l.take(now); !ok {
+			t.Fatalf("change %d of a burst of 3 refused", i+1)
+		}
+	}
+	ok, wait, refused := l.take(now)
+	if ok || wait != 20*time.Second || refused != 1 {
+		t.Errorf("4th change: %v, wait %v, %d refused; want refused, 20s, 1", ok, wait, refused)
+	}
+	if ok, wait, refused = l.take(now.Add(5 * time.Second)); ok || wait != 15*time.Second || refused != 1 {
+		t.Errorf("5s later: %v, wait %v, %d refused; want refused, 15s, 1 (a warning a second)", ok, wait, refused)
+	}
+	if _, _, refused = l.take(now.Add(5*time.Second + time.Millisecond)); refused != 0 {
+		t.Errorf("within the second: %d refused reported, want 0", refused)
+	}
+	if ok, _, _ = l.take(now.Add(20 * time.Second)); !ok {
+		t.Error("a change once a token is back refused")
+	}
+	if ok, _, _ = l.take(now.Add(20 * time.Second)); ok {
+		t.Error("a second change with one token back admitted")
+	}
+	if ok, _, _ = l.take(now.Add(time.Hour)); !ok {
+		t.Error("a change after an hour refused")
+	}
+	for range 2 {
+		if ok, _, _ = l.take(now.Add(time.Hour)); !ok {
+			t.Error("the bucket refills to its burst, no more")
+		}
+	}
+	if ok, _, _ = l.take(now.Add(time.Hour)); ok {
+		t.Error("the bucket refilled beyond its burst of 3")
+	}
+}
+
+func TestAdmitChange(t *testing.T) {
+	api := &AdminAPI{logger: zap.NewNop(), app: &App{ChangeLimit: 1, ChangeLimitWindow: caddy.Duration(time.Minute), changes: newChangeLimiter(1, time.Minute)}}
+	if err := api.admitChange(httptest.NewRecorder()); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	err := api.admitChange(w)
+	apiErr, ok := err.(caddy.APIError)
+	if !ok || apiErr.HTTPStatus != 429 || w.Header().Get("Retry-After") != "60" || !strings.Contains(err.Error(), "change_limit") {
+		t.Errorf("over the limit: %v, Retry-After %q", err, w.Header().Get("Retry-After"))
 	}
 }
