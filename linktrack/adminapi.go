@@ -33,7 +33,9 @@ const MaxTenantBody = 1 << 20
 // Changes are kept in Caddy's storage, so every node that shares the
 // storage serves them; each costs the same whatever the number of
 // tenants. Tenants defined in the config or the tenants file are
-// read-only here.
+// read-only here. Every change is logged and emitted as a tenant_change
+// event (changelog.go); past change_limit, changes get 429
+// (changelimit.go).
 type AdminAPI struct {
 	app    *App
 	logger *zap.Logger
