@@ -341,6 +341,9 @@ func TestStorageFailureIs503(t *testing.T) {
 	if status != 503 || !strings.Contains(body, "not a directory") {
 		t.Errorf("PUT on failing storage: %d %s; want 503 with the cause", status, body)
 	}
+	a.caddy.waitLog(t, "tenant change", func(e map[string]any) bool {
+		return e["level"] == "error" && e["status"] == 503.0 && strings.Contains(fmt.Sprint(e["error"]), "not a directory")
+	})
 	if got := a.listAll(t, ""); !slices.Equal(got, []string{"click.config.test"}) {
 		t.Errorf("registry after a failed change: %q", got)
 	}

@@ -5,15 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 func init() {
 	caddy.RegisterModule(AdminAPI{})
 }
+
+// MaxTenantBody is the largest body of PUT /linktrack/tenants/<domain>,
+// one tenant; a larger one is answered 413.
+const MaxTenantBody = 1 << 20
 
 // AdminAPI manages the tenant registry at runtime through Caddy's admin
 // endpoint:
@@ -27,9 +33,12 @@ func init() {
 // Changes are kept in Caddy's storage, so every node that shares the
 // storage serves them; each costs the same whatever the number of
 // tenants. Tenants defined in the config or the tenants file are
-// read-only here.
+// read-only here. Every change is logged and emitted as a tenant_change
+// event (changelog.go); past change_limit, changes get 429
+// (changelimit.go).
 type AdminAPI struct {
-	app *App
+	app    *App
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -42,6 +51,9 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Provision finds the linktrack app, if the config has one.
 func (api *AdminAPI) Provision(ctx caddy.Context) error {
+	// core provisions admin routers outside any module's context, where
+	// ctx.Logger() would give the unnamed default logger
+	api.logger = ctx.Logger(api)
 	app, err := ctx.AppIfConfigured("linktrack")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		return nil
@@ -79,7 +91,10 @@ func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, api.app.page(q))
 	case http.MethodPost:
-		return api.handleBulk(w, r)
+		if err := api.admitChange(w); err != nil {
+			return err
+		}
+		return api.recordChange(w, r, "bulk", api.handleBulk)
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
 	}
@@ -89,60 +104,136 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 	if api.app == nil {
 		return errNoApp
 	}
-	domain := strings.TrimPrefix(r.URL.Path, "/linktrack/tenants/")
-	if domain == "" || strings.Contains(domain, "/") {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("domain: the path must be /linktrack/tenants/<domain>")}
-	}
-	canonical, err := CanonicalDomain(domain)
-	if err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: %v", err)}
-	}
-
 	switch r.Method {
 	case http.MethodGet:
+		canonical, err := pathDomain(r)
+		if err != nil {
+			return err
+		}
 		rt, ok := api.app.registered(canonical)
 		if !ok {
 			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
 		}
 		state := api.app.certs.state(r.Context(), canonical)
 		return writeJSON(w, http.StatusOK, tenantView{registeredTenant: rt, Certificate: &state})
-
 	case http.MethodPut:
-		var t Tenant
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&t); err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("decoding tenant: %v", err)}
+		if err := api.admitChange(w); err != nil {
+			return err
 		}
-		if t.Domain == "" {
-			t.Domain = canonical
-		} else if d, err := CanonicalDomain(t.Domain); err != nil || d != canonical {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: '%s' in the body differs from '%s' in the path", t.Domain, canonical)}
-		}
-		rt, created, err := api.app.putStored(r.Context(), t)
-		if err != nil {
-			return changeError(err)
-		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
-		state := api.app.certs.state(r.Context(), rt.Domain)
-		return writeJSON(w, status, tenantView{registeredTenant: rt, Certificate: &state})
-
+		return api.recordChange(w, r, "put", api.handlePut)
 	case http.MethodDelete:
-		found, err := api.app.deleteStored(r.Context(), canonical)
-		if err != nil {
-			return changeError(err)
+		if err := api.admitChange(w); err != nil {
+			return err
 		}
-		if !found {
-			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-
+		return api.recordChange(w, r, "delete", api.handleDelete)
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
+	}
+}
+
+// pathDomain returns the canonical domain of a /linktrack/tenants/<domain>
+// path, or a 400 that names its fault.
+func pathDomain(r *http.Request) (string, error) {
+	domain := strings.TrimPrefix(r.URL.Path, "/linktrack/tenants/")
+	if domain == "" || strings.Contains(domain, "/") {
+		return "", caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("domain: the path must be /linktrack/tenants/<domain>")}
+	}
+	canonical, err := CanonicalDomain(domain)
+	if err != nil {
+		return "", caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: %v", err)}
+	}
+	return canonical, nil
+}
+
+// changedDomain is pathDomain for a change, which a public suffix may
+// not be; the domain, canonical or as sent, is recorded in c.
+func changedDomain(r *http.Request, c *tenantChange) (string, error) {
+	canonical, err := pathDomain(r)
+	if err != nil {
+		c.name(strings.TrimPrefix(r.URL.Path, "/linktrack/tenants/"))
+		return "", err
+	}
+	c.name(canonical)
+	if err := checkNotPublicSuffix(canonical); err != nil {
+		return "", caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: %v", err)}
+	}
+	return canonical, nil
+}
+
+// handlePut adds or replaces the tenant of the path.
+func (api *AdminAPI) handlePut(w http.ResponseWriter, r *http.Request, c *tenantChange) error {
+	canonical, err := changedDomain(r, c)
+	if err != nil {
+		return err
+	}
+	var t Tenant
+	if err := decodeBody(w, r, MaxTenantBody, "tenant", &t); err != nil {
+		return err
+	}
+	if t.Domain == "" {
+		t.Domain = canonical
+	} else if d, err := CanonicalDomain(t.Domain); err != nil || d != canonical {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: '%s' in the body differs from '%s' in the path", shorten(t.Domain), canonical)}
+	}
+	rt, created, err := api.app.putStored(r.Context(), t)
+	if err != nil {
+		return changeError(err)
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		c.created = 1
+	}
+	state := api.app.certs.state(r.Context(), rt.Domain)
+	return writeJSON(w, status, tenantView{registeredTenant: rt, Certificate: &state})
+}
+
+// handleDelete removes the tenant of the path.
+func (api *AdminAPI) handleDelete(w http.ResponseWriter, r *http.Request, c *tenantChange) error {
+	canonical, err := changedDomain(r, c)
+	if err != nil {
+		return err
+	}
+	found, err := api.app.deleteStored(r.Context(), canonical)
+	if err != nil {
+		return changeError(err)
+	}
+	if !found {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// decodeBody decodes the JSON body of a change, what, into v. It
+// answers 415 for a content type other than application/json (a
+// request that sends none is taken as JSON), 413 for a body over limit
+// bytes, and 400 for an empty body, one that is not JSON, names an
+// unknown field or has data after the JSON value.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, what string, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return caddy.APIError{HTTPStatus: http.StatusUnsupportedMediaType, Err: fmt.Errorf("content type '%s': send application/json", shorten(ct))}
+		}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, err = dec.Token(); err == io.EOF {
+			return nil
+		} else if err == nil {
+			err = errors.New("data after the JSON value")
+		}
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("decoding %s: the body exceeds the limit of %d bytes", what, limit)}
+	case err == io.EOF:
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("decoding %s: the body is empty", what)}
+	default:
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("decoding %s: %v", what, err)}
 	}
 }
 

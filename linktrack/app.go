@@ -92,6 +92,15 @@ type App struct {
 	// The window of registered_domain_limit. Default: `168h`.
 	RegisteredDomainLimitWindow caddy.Duration `json:"registered_domain_limit_window,omitempty"`
 
+	// At most this many changes through the admin API (a PUT, a DELETE
+	// or a bulk POST, whatever its size) per change_limit_window, in
+	// bursts of up to this many; the rest are answered 429 with
+	// Retry-After, before their body is read. Default: 50.
+	ChangeLimit int `json:"change_limit,omitempty"`
+
+	// The window of change_limit. Default: `1s`.
+	ChangeLimitWindow caddy.Duration `json:"change_limit_window,omitempty"`
+
 	// How often every tenant is checked, in the background, for a
 	// missing certificate or one due for renewal (when a third of its
 	// lifetime is left). A change to the registry is checked at once.
@@ -115,6 +124,7 @@ type App struct {
 	storage      certmagic.Storage
 	store        *tenantstore.Store
 	statusCounts *statusCounts
+	changes      *changeLimiter
 	followed     uint64 // the version of the stored tenants the registry holds
 	certs        *certStates
 	pre          *preIssuer // nil when pre-issuance is off
@@ -203,6 +213,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.RegisteredDomainLimit < 0 || a.RegisteredDomainLimitWindow < 0 {
 		return fmt.Errorf("registered_domain_limit and registered_domain_limit_window must be positive")
 	}
+	if a.ChangeLimit == 0 {
+		a.ChangeLimit = DefaultChangeLimit
+	}
+	if a.ChangeLimitWindow == 0 {
+		a.ChangeLimitWindow = caddy.Duration(DefaultChangeLimitWindow)
+	}
+	if a.ChangeLimit < 0 || a.ChangeLimitWindow < 0 {
+		return fmt.Errorf("change_limit and change_limit_window must be positive")
+	}
+	a.changes = newChangeLimiter(a.ChangeLimit, time.Duration(a.ChangeLimitWindow))
 	if a.PreIssuanceWorkers == 0 {
 		a.PreIssuanceWorkers = DefaultPreIssuanceWorkers
 	}

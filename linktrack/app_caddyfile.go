@@ -29,6 +29,7 @@ import (
 //		order_limit <count> <window>
 //		registered_domain_limit <count> <window>
 //		renewal_check_interval <duration>
+//		change_limit <count> <window>
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -156,7 +157,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "order_limit", "registered_domain_limit":
+		case "order_limit", "registered_domain_limit", "change_limit":
 			field := d.Val()
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -170,10 +171,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || window <= 0 {
 				return d.Errf("invalid %s window '%s': must be a positive duration", field, args[1])
 			}
-			if field == "order_limit" {
+			switch field {
+			case "order_limit":
 				a.OrderLimit, a.OrderLimitWindow = n, caddy.Duration(window)
-			} else {
+			case "registered_domain_limit":
 				a.RegisteredDomainLimit, a.RegisteredDomainLimitWindow = n, caddy.Duration(window)
+			default:
+				a.ChangeLimit, a.ChangeLimitWindow = n, caddy.Duration(window)
 			}
 
 		case "pre_issuance_workers":

@@ -7,6 +7,14 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+	"golang.org/x/net/publicsuffix"
+)
+
+// Lengths DNS allows a domain name in its ASCII form, without the final
+// dot.
+const (
+	maxDomainLength = 253
+	maxLabelLength  = 63
 )
 
 // domainProfile converts registry domains to their ASCII form. It is
@@ -20,11 +28,18 @@ var domainProfile = idna.New(
 	idna.VerifyDNSLength(true),
 )
 
+// lenientProfile is domainProfile without the checks of lengths, bidi
+// and STD3 rules: when domainProfile refuses a name, its ASCII form
+// tells which length, if any, is at fault.
+var lenientProfile = idna.New(idna.MapForLookup(), idna.Transitional(false))
+
 // CanonicalDomain checks a tenant domain and returns its canonical form:
 // lowercase ASCII, IDNA input as punycode, no trailing dot. A leading
 // "*." makes a one-label wildcard above a name of at least two labels
-// (`*.clicks.example.com`). IP addresses, ports, paths and other
-// wildcard forms are rejected.
+// (`*.clicks.example.com`). IP addresses, ports, paths, other wildcard
+// forms, labels over 63 bytes and names over 253 bytes (in ASCII) are
+// rejected, and so is Unicode with no punycode form; the error names
+// the fault.
 func CanonicalDomain(name string) (string, error) {
 	raw := strings.TrimRight(strings.TrimSpace(name), ".")
 	if raw == "" {
@@ -51,7 +66,7 @@ func CanonicalDomain(name string) (string, error) {
 	}
 	ascii, err := domainProfile.ToASCII(raw)
 	if err != nil {
-		return "", fmt.Errorf("'%s' is not a valid domain name: %v", name, err)
+		return "", domainError(name, raw, err)
 	}
 	if !strings.Contains(ascii, ".") {
 		return "", fmt.Errorf("'%s' has a single label; a tracking domain has at least two", name)
@@ -75,7 +90,7 @@ func CanonicalDomain(name string) (string, error) {
 // IDNA conversion for the common case, which matters for a million
 // tenants.
 func isPlainDomain(name string) bool {
-	if len(name) > 253 {
+	if len(name) > maxDomainLength {
 		return false
 	}
 	labels, start := 0, 0
@@ -88,7 +103,7 @@ func isPlainDomain(name string) bool {
 			continue
 		}
 		label := name[start:i]
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+		if len(label) == 0 || len(label) > maxLabelLength || label[0] == '-' || label[len(label)-1] == '-' ||
 			(len(label) >= 4 && label[2] == '-' && label[3] == '-') {
 			return false
 		}
@@ -101,4 +116,55 @@ func isPlainDomain(name string) bool {
 	// an all-numeric last label would make an IPv4 address or worse
 	last := name[strings.LastIndexByte(name, '.')+1:]
 	return strings.TrimLeft(last, "0123456789") != ""
+}
+
+// domainError explains why domainProfile refused raw (name as given):
+// a name or label too long, Unicode with no punycode form, or another
+// fault IDNA names.
+func domainError(name, raw string, err error) error {
+	if ascii, lerr := lenientProfile.ToASCII(raw); lerr == nil || ascii != "" {
+		if len(ascii) > maxDomainLength {
+			return fmt.Errorf("'%s' is %d bytes long; a domain name has at most %d", shorten(name), len(ascii), maxDomainLength)
+		}
+		for _, label := range strings.Split(ascii, ".") {
+			if len(label) > maxLabelLength {
+				return fmt.Errorf("'%s' has a label of %d bytes, '%s'; a label has at most %d", shorten(name), len(label), shorten(label), maxLabelLength)
+			}
+		}
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] >= utf8.RuneSelf {
+			return fmt.Errorf("'%s' is not a valid internationalized domain name; it has no punycode form: %v", shorten(name), err)
+		}
+	}
+	return fmt.Errorf("'%s' is not a valid domain name: %v", shorten(name), err)
+}
+
+// shorten cuts a name quoted in an error to 80 bytes.
+func shorten(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	cut := 77
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// checkNotPublicSuffix refuses a canonical domain that is a public
+// suffix (co.uk, github.io) or a wildcard right below one (*.co.uk):
+// no one tenant owns it, and no CA issues for it. It costs a lookup in
+// the public suffix list (about half a microsecond), so the admin API
+// asks it of every domain it is sent, while a tenants file of a million
+// entries, the operator's own, is not asked.
+func checkNotPublicSuffix(domain string) error {
+	name := strings.TrimPrefix(domain, "*.")
+	if suffix, _ := publicsuffix.PublicSuffix(name); suffix == name {
+		if name != domain {
+			return fmt.Errorf("'%s' would cover every name under the public suffix '%s'", domain, name)
+		}
+		return fmt.Errorf("'%s' is a public suffix; a tenant's domain is a name below one", domain)
+	}
+	return nil
 }

@@ -36,7 +36,18 @@ func TestCanonicalDomain(t *testing.T) {
 		{in: "a.b.123", wantErr: "numeric label"},
 		{in: "link.example.com..", want: "link.example.com"},
 		{in: "-lead.example.com", wantErr: "not a valid domain name"},
-		{in: strings.Repeat("a", 64) + ".example.com", wantErr: "not a valid domain name"},
+		{in: strings.Repeat("a", 64) + ".example.com", wantErr: "a label of 64 bytes"},
+		{in: strings.Repeat("a", 63) + ".example.com", want: strings.Repeat("a", 63) + ".example.com"},
+		{in: strings.Repeat("bücher", 10) + ".example.com", wantErr: "a label has at most 63"},         // 60 letters, more in punycode
+		{in: strings.Repeat("abcdefghi.", 25) + "com", want: strings.Repeat("abcdefghi.", 25) + "com"}, // 253 bytes
+		{in: strings.Repeat("abcdefghi.", 25) + "comx", wantErr: "254 bytes long; a domain name has at most 253"},
+		{in: strings.Repeat("abcdefghi.", 25) + "com.", want: strings.Repeat("abcdefghi.", 25) + "com"}, // the final dot is not counted
+		{in: strings.Repeat("bücher.", 36) + "com", wantErr: "bytes long; a domain name has at most 253"},
+		{in: "a\u200d.example.com", wantErr: "no punycode form"},     // a joiner out of context
+		{in: "x\U000E0001.example.com", wantErr: "no punycode form"}, // a disallowed rune
+		{in: "\u0627b.example.com", wantErr: "no punycode form"},     // right-to-left and left-to-right mixed
+		{in: "[::1]", wantErr: "IP address"},
+		{in: "::ffff:192.0.2.1", wantErr: "IP address"},
 	} {
 		got, err := CanonicalDomain(tc.in)
 		if tc.wantErr != "" {
@@ -66,6 +77,28 @@ func TestPlainDomainFastPath(t *testing.T) {
 		want, err := domainProfile.ToASCII(name)
 		if err != nil || want != name {
 			t.Errorf("fast path accepts %q, but IDNA gives %q, %v", name, want, err)
+		}
+	}
+}
+
+func TestCheckNotPublicSuffix(t *testing.T) {
+	for _, tc := range []struct{ in, wantErr string }{
+		{in: "co.uk", wantErr: "'co.uk' is a public suffix"},
+		{in: "github.io", wantErr: "is a public suffix"}, // a private-section suffix
+		{in: "*.co.uk", wantErr: "every name under the public suffix 'co.uk'"},
+		{in: "brand.co.uk"},
+		{in: "click.brand.co.uk"},
+		{in: "*.clicks.brand.co.uk"},
+		{in: "pages.github.io"},
+		{in: "click.brand.test"},
+	} {
+		domain, err := CanonicalDomain(tc.in)
+		if err != nil {
+			t.Fatalf("CanonicalDomain(%q): %v", tc.in, err)
+		}
+		err = checkNotPublicSuffix(domain)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("checkNotPublicSuffix(%q) = %v; want %q", tc.in, err, tc.wantErr)
 		}
 	}
 }

@@ -1,11 +1,8 @@
 package linktrack
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -176,34 +173,21 @@ type entryError struct {
 // handleBulk adds or replaces every tenant of the body and removes the
 // domains of its remove list, as one change: all of it, or nothing when
 // any entry is faulty; then every faulty entry is named.
-func (api *AdminAPI) handleBulk(w http.ResponseWriter, r *http.Request) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return caddy.APIError{HTTPStatus: http.StatusUnsupportedMediaType, Err: fmt.Errorf("content type '%s': send application/json", ct)}
-		}
-	}
+func (api *AdminAPI) handleBulk(w http.ResponseWriter, r *http.Request, c *tenantChange) error {
 	var change bulkChange
-	body := http.MaxBytesReader(w, r.Body, MaxBulkBody)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&change); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("body exceeds %d bytes; split the change", MaxBulkBody)}
-		}
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("decoding tenants: %v", err)}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("decoding tenants: data after the JSON object")}
+	if err := decodeBody(w, r, MaxBulkBody, "tenants", &change); err != nil {
+		return err
 	}
 	if len(change.Tenants) == 0 && len(change.Remove) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("tenants and remove are both empty")}
 	}
 
 	faults := api.app.checkBulk(&change)
+	c.bulk(change)
 	if len(faults) > 0 {
+		c.err = fmt.Sprintf("%d faulty entries; nothing was changed", len(faults))
 		return writeJSON(w, http.StatusBadRequest, map[string]any{
-			"error":  fmt.Sprintf("%d faulty entries; nothing was changed", len(faults)),
+			"error":  c.err,
 			"faults": faults,
 		})
 	}
@@ -211,6 +195,7 @@ func (api *AdminAPI) handleBulk(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return changeError(err)
 	}
+	c.created = len(created)
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"put":     len(change.Tenants),
 		"created": len(created),
@@ -241,7 +226,11 @@ func (a *App) checkBulk(change *bulkChange) []entryError {
 		domain, _, err := newEntry(*t, a.resolve)
 		if err == nil {
 			t.Domain = domain
-			err = owned(domain)
+			if err = checkNotPublicSuffix(domain); err != nil {
+				err = fmt.Errorf("domain: %v", err)
+			} else {
+				err = owned(domain)
+			}
 		}
 		if err != nil {
 			faults = append(faults, entryError{Index: i, List: "tenants", Domain: t.Domain, Error: err.Error()})
@@ -251,6 +240,9 @@ func (a *App) checkBulk(change *bulkChange) []entryError {
 		domain, err := CanonicalDomain(d)
 		if err == nil {
 			change.Remove[i] = domain
+			err = checkNotPublicSuffix(domain)
+		}
+		if err == nil {
 			err = owned(domain)
 		} else {
 			err = fmt.Errorf("domain: %v", err)
