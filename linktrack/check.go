@@ -88,39 +88,19 @@ func (c *domainCheck) atProvider() bool {
 	return c.detected != nil && c.resolveIP == ""
 }
 
+// resolver asks the DNS server of the check.
+func (c *domainCheck) resolver() dnsResolver {
+	return dnsResolver{servers: []string{c.dnsServer}, timeout: c.timeout}
+}
+
 // query asks the DNS server one question.
 func (c *domainCheck) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.RecursionDesired = true
-	client := &dns.Client{Timeout: c.timeout}
-	in, _, err := client.ExchangeContext(ctx, m, c.dnsServer)
-	if err != nil {
-		return nil, err
-	}
-	if in.Rcode != dns.RcodeSuccess && in.Rcode != dns.RcodeNameError {
-		return nil, fmt.Errorf("%s", dns.RcodeToString[in.Rcode])
-	}
-	return in.Answer, nil
+	return c.resolver().query(ctx, name, qtype)
 }
 
 // addresses returns the A and AAAA records of name.
 func (c *domainCheck) addresses(ctx context.Context, name string) []string {
-	var addrs []string
-	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		answers, err := c.query(ctx, name, qtype)
-		if err != nil {
-			continue
-		}
-		for _, rr := range answers {
-			switch rr := rr.(type) {
-			case *dns.A:
-				addrs = append(addrs, rr.A.String())
-			case *dns.AAAA:
-				addrs = append(addrs, rr.AAAA.String())
-			}
-		}
-	}
+	addrs, _ := c.resolver().addresses(ctx, name)
 	return addrs
 }
 
@@ -138,31 +118,17 @@ func (c *domainCheck) checkDNS(ctx context.Context) checkResult {
 		c.serverAddrs = []string{c.resolveIP}
 	}
 	chain := []string{c.domain}
+	cnames, err := c.resolver().cnameChain(ctx, c.domain)
+	if err != nil {
+		r.Status, r.Detail = checkFail, err.Error()
+		r.Fix = "check the DNS server, or pass --dns-server"
+		return r
+	}
+	c.cnames = cnames
 	name := c.domain
-	for range 8 {
-		answers, err := c.query(ctx, name, dns.TypeCNAME)
-		if err != nil {
-			r.Status, r.Detail = checkFail, fmt.Sprintf("CNAME query for %s failed: %v", name, err)
-			r.Fix = "check the DNS server, or pass --dns-server"
-			return r
-		}
-		// a resolver may answer with the whole chain: follow it by owner
-		targets := make(map[string]string)
-		for _, rr := range answers {
-			if cname, ok := rr.(*dns.CNAME); ok {
-				owner := strings.ToLower(strings.TrimSuffix(cname.Hdr.Name, "."))
-				targets[owner] = strings.ToLower(strings.TrimSuffix(cname.Target, "."))
-			}
-		}
-		start := name
-		for target := targets[name]; target != "" && !slices.Contains(c.cnames, target) && len(c.cnames) < 16; target = targets[name] {
-			chain = append(chain, "CNAME "+target)
-			c.cnames = append(c.cnames, target)
-			name = target
-		}
-		if name == start {
-			break
-		}
+	for _, target := range cnames {
+		chain = append(chain, "CNAME "+target)
+		name = target
 	}
 	for _, cname := range c.cnames {
 		if m, ok := matchCNAME(cname); ok {

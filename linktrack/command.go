@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 )
 
@@ -132,11 +130,11 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		}
 	}
 	if c.dnsServer == "" {
-		conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-		if err != nil || len(conf.Servers) == 0 {
+		servers, err := systemResolvers()
+		if err != nil {
 			return caddy.ExitCodeFailedStartup, fmt.Errorf("no DNS server: pass --dns-server (%v)", err)
 		}
-		c.dnsServer = net.JoinHostPort(conf.Servers[0], conf.Port)
+		c.dnsServer = servers[0]
 	}
 	if caFile := fl.String("ca-file"); caFile != "" {
 		pem, err := os.ReadFile(caFile)
