@@ -29,6 +29,7 @@ const MaxTenantBody = 1 << 20
 //	GET    /linktrack/tenants/<domain>  one tenant and its certificate state
 //	PUT    /linktrack/tenants/<domain>  add or replace a tenant (JSON body)
 //	DELETE /linktrack/tenants/<domain>  remove a tenant
+//	POST   /linktrack/tenants/<domain>/check  check the tenant's DNS readiness now
 //
 // Changes are kept in Caddy's storage, so every node that shares the
 // storage serves them; each costs the same whatever the number of
@@ -104,6 +105,9 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 	if api.app == nil {
 		return errNoApp
 	}
+	if rest, ok := strings.CutSuffix(r.URL.Path, "/check"); ok && strings.HasPrefix(rest, "/linktrack/tenants/") {
+		return api.handleCheck(w, r, strings.TrimPrefix(rest, "/linktrack/tenants/"))
+	}
 	switch r.Method {
 	case http.MethodGet:
 		canonical, err := pathDomain(r)
@@ -129,6 +133,42 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
 	}
+}
+
+// checkView is the answer of a check now call.
+type checkView struct {
+	Domain      string            `json:"domain"`
+	DNS         dnsReadiness      `json:"dns"`
+	Certificate *certificateState `json:"certificate"`
+}
+
+// handleCheck runs the DNS readiness check of a tenant at once and
+// records it as a scheduled check would: a tenant found ready has its
+// first order woken, one still awaiting DNS is checked again after
+// dns_check_interval. It counts against change_limit, as a change does.
+func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain string) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
+	}
+	canonical, err := CanonicalDomain(domain)
+	if err != nil || strings.Contains(domain, "/") {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("domain: the path must be /linktrack/tenants/<domain>/check")}
+	}
+	if strings.HasPrefix(canonical, "*.") {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: '%s' is a wildcard tenant, whose names are not checked", canonical)}
+	}
+	if _, ok := api.app.registered(canonical); !ok {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
+	}
+	if api.app.dns == nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("the linktrack app has no dns_targets: there is no DNS readiness to check")}
+	}
+	if err := api.admitChange(w); err != nil {
+		return err
+	}
+	result := api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
+	state := api.app.certs.state(r.Context(), canonical)
+	return writeJSON(w, http.StatusOK, checkView{Domain: canonical, DNS: result, Certificate: &state})
 }
 
 // pathDomain returns the canonical domain of a /linktrack/tenants/<domain>

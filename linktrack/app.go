@@ -107,6 +107,28 @@ type App struct {
 	// Default: `1m`.
 	RenewalCheckInterval caddy.Duration `json:"renewal_check_interval,omitempty"`
 
+	// The CNAME targets and the IPv4/IPv6 addresses of this edge, the
+	// names and addresses a tenant's domain must resolve to. When set, a
+	// tenant's first certificate is ordered (in the background or on
+	// demand) only once its domain resolves here, as checked with DNS
+	// queries, without the CA: its CNAME chain reaches one of the names,
+	// or it has A/AAAA records and all of them are among the addresses.
+	// Until then the tenant is awaiting_dns, and uses none of the order
+	// limits. Renewals are not held back, only logged. Default: none;
+	// every tenant's certificate is ordered at once.
+	DNSTargets []string `json:"dns_targets,omitempty"`
+
+	// The DNS servers (host:port) that the checks of dns_targets ask,
+	// in turn; for split DNS, and for tests. Default: the system's, from
+	// /etc/resolv.conf.
+	DNSResolvers []string `json:"dns_resolvers,omitempty"`
+
+	// How long after its first check a tenant awaiting DNS is checked
+	// again; the delay doubles at each check, up to 1h. A change of the
+	// tenant in the registry, and a check now call, check it at once.
+	// Default: `1m`.
+	DNSCheckInterval caddy.Duration `json:"dns_check_interval,omitempty"`
+
 	// How often the tenants kept in Caddy's storage are re-read. Tenants
 	// added through the admin API are kept there, so that every node
 	// sharing the storage serves them within this interval. Default:
@@ -128,6 +150,7 @@ type App struct {
 	followed     uint64 // the version of the stored tenants the registry holds
 	certs        *certStates
 	pre          *preIssuer // nil when pre-issuance is off
+	dns          *dnsGate   // nil without dns_targets
 	removed      *removedTenants
 	// the registry of the config this one replaced, whose changes are
 	// reported at Start
@@ -250,6 +273,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if !a.DisablePreIssuance {
 		a.pre = newPreIssuer(a)
 	}
+	if a.DNSCheckInterval == 0 {
+		a.DNSCheckInterval = caddy.Duration(DefaultDNSCheckInterval)
+	}
+	if a.DNSCheckInterval < 0 {
+		return fmt.Errorf("dns_check_interval must be positive")
+	}
+	if a.dns, err = newAppDNSGate(a); err != nil {
+		return err
+	}
 
 	for name, o := range a.Origins {
 		if !originName.MatchString(name) {
@@ -312,6 +344,9 @@ func (a *App) Start() error {
 	// tenants added on another node sharing the storage
 	a.watch(a.StorageRefreshInterval, func() bool { return true }, a.followStorage)
 	a.watch(caddy.Duration(compactCheckInterval), func() bool { return true }, a.compactStorage)
+	if a.dns != nil {
+		a.stopped.Go(func() { a.dns.run(a.ctx, a.stop, a.certs.known) })
+	}
 	a.stopped.Go(func() {
 		// know which tenants have certificates before obtaining any
 		a.certs.scanStorage(a.ctx, a.stop)
@@ -350,11 +385,15 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases the registry. The origins' transports are modules
-// loaded through the Caddy context, which cleans them up itself.
+// Cleanup releases the registry, and stops the timers of DNS readiness
+// checks. The origins' transports are modules loaded through the Caddy
+// context, which cleans them up itself.
 func (a *App) Cleanup() error {
 	if a.registry != nil {
 		a.registry.Store(nil)
+	}
+	if a.dns != nil {
+		a.dns.close()
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"fmt"
+	"net"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,6 +31,9 @@ import (
 //		registered_domain_limit <count> <window>
 //		renewal_check_interval <duration>
 //		change_limit <count> <window>
+//		dns_targets <name-or-address...>
+//		dns_resolvers <host:port...>
+//		dns_check_interval <duration>
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -118,7 +122,27 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown", "renewal_check_interval":
+		case "dns_targets", "dns_resolvers":
+			field := d.Val()
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if field == "dns_targets" {
+				if _, err := parseDNSTargets(args); err != nil {
+					return d.Errf("invalid dns_targets: %v", err)
+				}
+				a.DNSTargets = append(a.DNSTargets, args...)
+				break
+			}
+			for _, arg := range args {
+				if _, port, err := net.SplitHostPort(arg); err != nil || port == "" {
+					return d.Errf("invalid dns_resolvers '%s': must be host:port", arg)
+				}
+			}
+			a.DNSResolvers = append(a.DNSResolvers, args...)
+
+		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown", "renewal_check_interval", "dns_check_interval":
 			field := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -134,6 +158,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.StorageRefreshInterval = caddy.Duration(interval)
 			case "renewal_check_interval":
 				a.RenewalCheckInterval = caddy.Duration(interval)
+			case "dns_check_interval":
+				a.DNSCheckInterval = caddy.Duration(interval)
 			default:
 				a.IssuanceCooldown = caddy.Duration(interval)
 			}

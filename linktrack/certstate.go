@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,15 +20,25 @@ import (
 
 // certificateState is a tenant's certificate as the admin API shows it.
 type certificateState struct {
-	// none (pre-issuance is off and no click came yet), pending (to be
-	// obtained in the background; after a failed issuance, with the
-	// error and the time of the next try), valid or expired; per_name
-	// for a wildcard tenant, whose names each get their own certificate.
+	// none (pre-issuance is off and no click came yet), awaiting_dns
+	// (dns_targets is set and the domain does not resolve to this edge
+	// yet: no order is placed), pending (to be obtained in the
+	// background; after a failed issuance, with the error and the time of
+	// the next try), valid or expired; per_name for a wildcard tenant,
+	// whose names each get their own certificate.
 	Status   string     `json:"status"`
 	NotAfter *time.Time `json:"not_after,omitempty"`
 	Error    string     `json:"error,omitempty"`
 	FailedAt *time.Time `json:"failed_at,omitempty"`
 	NextTry  *time.Time `json:"next_try,omitempty"`
+	// While awaiting_dns: the last DNS readiness check, with the records
+	// seen, the records expected and the next check; absent until the
+	// first check ends.
+	DNS *dnsReadiness `json:"dns,omitempty"`
+	// While pending: the order limits (order_limit,
+	// registered_domain_limit) hold the first order back until then at
+	// the earliest.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
 }
 
 // certStates remembers the last failure to obtain a certificate for each
@@ -39,6 +50,7 @@ type certStates struct {
 	failures map[string]certFailure
 	issued   map[string]issuedCert // tenants' certificates seen, by name
 	cooldown time.Duration         // after a first failure; it doubles up to maxCooldown
+	scanned  atomic.Bool           // the certificates in storage at start are known
 }
 
 // issuedCert is what is known of a tenant's newest certificate.
@@ -129,6 +141,9 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 		f := certFailure{renewal: renewal, err: fmt.Sprint(e.Data["error"]), at: e.Timestamp(), delay: delay, next: e.Timestamp().Add(delay)}
 		c.failures[name] = f
 		c.mu.Unlock()
+		if !renewal && c.app.dns != nil {
+			c.app.dns.unready(name) // checked again before the next order
+		}
 		c.app.metrics.certEvents.WithLabelValues("failed").Inc()
 		c.logger.Warn("tenant certificate failed",
 			zap.String("domain", name),
@@ -236,6 +251,7 @@ func (c *certStates) loadCert(ctx context.Context, key string) (*x509.Certificat
 // storage, so that the expiry metric covers certificates obtained before
 // this config loaded. It stops early when the app stops.
 func (c *certStates) scanStorage(ctx context.Context, stop <-chan struct{}) {
+	defer c.scanned.Store(true)
 	issuers, err := c.app.storage.List(ctx, "certificates", false)
 	if err != nil {
 		return
@@ -357,19 +373,37 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	c.mu.Lock()
 	failure, failed := c.failures[domain]
 	c.mu.Unlock()
+	var st certificateState
 	if failed {
-		return certificateState{Status: "pending", Error: failure.err, FailedAt: &failure.at, NextTry: &failure.next}
+		st = certificateState{Status: "pending", Error: failure.err, FailedAt: &failure.at, NextTry: &failure.next}
+		if time.Now().Before(failure.next) {
+			return st // cooling down; its DNS is checked again after
+		}
+	}
+	if gate := c.app.dns; gate != nil {
+		if last, ready := gate.status(domain); !ready {
+			st.Status, st.DNS = "awaiting_dns", last
+			return st
+		}
 	}
 	if c.app.pre != nil && !c.app.pre.off.Load() {
-		return certificateState{Status: "pending"} // queued, in flight, or at the next sweep
+		st.Status = "pending" // queued, in flight, or at the next sweep
+		if until, ok := c.app.pre.rateLimitedUntil(domain); ok {
+			st.RateLimitedUntil = &until
+		}
+		return st
 	}
-	return certificateState{Status: "none"}
+	if !failed {
+		st.Status = "none"
+	}
+	return st
 }
 
 // status returns a domain's certificate status from what this node
 // knows in memory, without reading storage: valid or expired for a
 // certificate seen, pending after a failure or while pre-issuance is
-// on, none otherwise, per_name for a wildcard. A listing of every
+// on, awaiting_dns while dns_targets holds the first order back, none
+// otherwise, per_name for a wildcard. A listing of every
 // tenant uses it; state reads storage for one tenant.
 func (c *certStates) status(domain string, now time.Time) string {
 	if strings.HasPrefix(domain, "*.") {
@@ -377,13 +411,17 @@ func (c *certStates) status(domain string, now time.Time) string {
 	}
 	c.mu.Lock()
 	ic, issued := c.issued[domain]
-	_, failed := c.failures[domain]
+	f, failed := c.failures[domain]
 	c.mu.Unlock()
 	switch {
 	case issued && now.After(ic.notAfter):
 		return "expired"
 	case issued:
 		return "valid"
+	case failed && now.Before(f.next):
+		return "pending"
+	case c.app.dns != nil && !c.app.dns.isReady(domain):
+		return "awaiting_dns"
 	case failed || (c.app.pre != nil && !c.app.pre.off.Load()):
 		return "pending"
 	default:

@@ -77,11 +77,40 @@ func (l *orderLimiter) ready(name string) bool {
 	return recent < l.domainLimit && tokens >= 1
 }
 
+// readyAt returns the earliest time an order for name could be placed,
+// if no other order takes the tokens first: now, or later when the
+// order limits hold it back.
+func (l *orderLimiter) readyAt(name string, now time.Time) time.Time {
+	registered, err := publicsuffix.EffectiveTLDPlusOne(name)
+	if err != nil {
+		registered = name
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := now
+	var recent []time.Time
+	for _, t := range l.domains[registered] {
+		if now.Sub(t) < l.domainWindow {
+			recent = append(recent, t)
+		}
+	}
+	if len(recent) >= l.domainLimit {
+		// enough of the oldest leave the window
+		at = recent[len(recent)-l.domainLimit].Add(l.domainWindow)
+	}
+	if tokens := min(l.limit, l.tokens+float64(now.Sub(l.last))/float64(l.every)); tokens < 1 {
+		if next := now.Add(time.Duration((1 - tokens) * float64(l.every))); next.After(at) {
+			at = next
+		}
+	}
+	return at
+}
+
 // wait takes a token for an order for name, waiting for one if there is
-// none. It returns errRegisteredDomainLimit at once if name's registered
-// domain has no order left in its window, and ctx's error if ctx ends
-// first.
-func (l *orderLimiter) wait(ctx context.Context, name string) error {
+// none; waiting is called with the time it waits until. It returns
+// errRegisteredDomainLimit at once if name's registered domain has no
+// order left in its window, and ctx's error if ctx ends first.
+func (l *orderLimiter) wait(ctx context.Context, name string, waiting func(until time.Time)) error {
 	registered, err := publicsuffix.EffectiveTLDPlusOne(name)
 	if err != nil {
 		registered = name
@@ -112,6 +141,9 @@ func (l *orderLimiter) wait(ctx context.Context, name string) error {
 		}
 		delay := time.Duration((1 - l.tokens) * float64(l.every))
 		l.mu.Unlock()
+		if waiting != nil {
+			waiting(now.Add(delay))
+		}
 		timer := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

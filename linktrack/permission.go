@@ -83,10 +83,18 @@ func (p *Permission) check(name string) error {
 	if _, ok := s.lookup(host); !ok {
 		return fmt.Errorf("%w: '%s' is not a tenant", caddytls.ErrPermissionDenied, name)
 	}
-	if p.app.certs != nil {
-		if until, cooling := p.app.certs.refuses(host); cooling {
-			return fmt.Errorf("%w: '%s' is in cooldown after a failed issuance until %s", caddytls.ErrPermissionDenied, name, until.Format(time.RFC3339))
-		}
+	if p.app.certs == nil {
+		return nil
+	}
+	if until, cooling := p.app.certs.refuses(host); cooling {
+		return fmt.Errorf("%w: '%s' is in cooldown after a failed issuance until %s", caddytls.ErrPermissionDenied, name, until.Format(time.RFC3339))
+	}
+	// a first order waits for the domain's DNS to reach this edge; a
+	// certificate known, or in storage before the scan of it ends, is
+	// loaded and renewed; names under a wildcard are not checked
+	if gate := p.app.dns; gate != nil && s.has(host) && p.app.certs.scanned.Load() &&
+		!p.app.certs.known(host) && !gate.admit(host, false) {
+		return fmt.Errorf("%w: '%s' is awaiting DNS: it does not resolve to this edge yet", caddytls.ErrPermissionDenied, name)
 	}
 	return nil
 }

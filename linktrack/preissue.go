@@ -63,6 +63,7 @@ type preIssuer struct {
 	busy     map[string]context.CancelFunc // names queued or in flight
 	retry    map[string]retryAfter         // handshakes that failed with no order
 	rechecks map[string]bool               // names to sweep at the next change, such as a cooldown's end
+	limited  map[string]time.Time          // names held back by the order limits, until when at the earliest
 
 	off atomic.Bool // no HTTPS server to obtain through
 }
@@ -74,9 +75,10 @@ func newPreIssuer(a *App) *preIssuer {
 		workers: a.PreIssuanceWorkers,
 		orders: newOrderLimiter(a.OrderLimit, time.Duration(a.OrderLimitWindow),
 			a.RegisteredDomainLimit, time.Duration(a.RegisteredDomainLimitWindow)),
-		jobs: make(chan string),
-		kick: make(chan struct{}, 1),
-		busy: make(map[string]context.CancelFunc),
+		jobs:    make(chan string),
+		kick:    make(chan struct{}, 1),
+		busy:    make(map[string]context.CancelFunc),
+		limited: make(map[string]time.Time),
 	}
 }
 
@@ -158,28 +160,40 @@ func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, boo
 	if s == nil {
 		return since, true
 	}
-	each := s.exact.each
+	// changed is true for a tenant added or changed in the registry
+	each := func(fn func(name string, changed bool) bool) {
+		s.exact.each(func(name string, _ entry) bool { return fn(name, false) })
+	}
 	if since != nil {
 		p.mu.Lock()
 		rechecks := p.rechecks
 		p.rechecks = nil
 		p.mu.Unlock()
-		each = func(fn func(string, entry) bool) {
+		each = func(fn func(string, bool) bool) {
 			for name := range rechecks {
-				if e, ok := s.exact.get(name); ok && !fn(name, e) {
+				if _, ok := s.exact.get(name); ok && !fn(name, false) {
 					return
 				}
 			}
-			s.exact.eachChanged(since.exact, fn)
+			s.exact.eachChanged(since.exact, func(name string, _ entry) bool { return fn(name, true) })
 		}
 	}
 	now := time.Now()
 	more := true
-	each(func(name string, _ entry) bool {
+	each(func(name string, changed bool) bool {
 		if !p.app.certs.due(name, now) {
 			return true
 		}
-		if !p.app.certs.known(name) && !p.orders.ready(name) {
+		known := p.app.certs.known(name)
+		if gate := p.app.dns; gate != nil {
+			if known {
+				gate.report(name) // a renewal is not held back
+			} else if !gate.admit(name, changed) {
+				return true // awaiting DNS: its check wakes it
+			}
+		}
+		if !known && !p.orders.ready(name) {
+			p.rateLimited(name, p.orders.readyAt(name, now))
 			return true // over the order limits: a later sweep
 		}
 		if !p.claim(name) {
@@ -194,6 +208,34 @@ func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, boo
 		return more
 	})
 	return s, more
+}
+
+// rateLimited records that name's first order is held back by the
+// order limits until about until; a zero until clears it.
+func (p *preIssuer) rateLimited(name string, until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if until.IsZero() {
+		delete(p.limited, name)
+	} else {
+		p.limited[name] = until
+	}
+}
+
+// rateLimitedUntil returns when the order limits let name's first order
+// be placed at the earliest, if they hold it back.
+func (p *preIssuer) rateLimitedUntil(name string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	until, ok := p.limited[name]
+	return until, ok
+}
+
+// forget drops what is known of a removed tenant.
+func (p *preIssuer) forget(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.limited, name)
 }
 
 // retryAfter delays the next background handshake of a name whose last
@@ -249,12 +291,14 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	p.busy[name] = cancel
 	p.mu.Unlock()
 	if !p.app.certs.known(name) {
-		if err := p.orders.wait(ctx, name); err != nil {
+		if err := p.orders.wait(ctx, name, func(until time.Time) { p.rateLimited(name, until) }); err != nil {
 			if errors.Is(err, errRegisteredDomainLimit) {
+				p.rateLimited(name, p.orders.readyAt(name, time.Now()))
 				p.logger.Debug("registered domain limit reached; waiting for the next check", zap.String("domain", name))
 			}
 			return
 		}
+		p.rateLimited(name, time.Time{})
 	}
 	// the handshake's time starts once the order may be placed
 	ctx, stop := context.WithTimeout(ctx, preIssueTimeout)

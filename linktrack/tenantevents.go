@@ -22,6 +22,12 @@ func (a *App) reportChanges(prev, next *snapshot, cause string) {
 			if a.certs != nil {
 				a.certs.forget(domain)
 			}
+			if a.dns != nil {
+				a.dns.forget(domain)
+			}
+			if a.pre != nil {
+				a.pre.forget(domain)
+			}
 			if a.removed != nil {
 				a.removed.removed(domain)
 			}

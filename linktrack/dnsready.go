@@ -1,0 +1,420 @@
+package linktrack
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultDNSCheckInterval is the first delay before a tenant awaiting
+// DNS is checked again; the delay doubles at each check, up to
+// maxDNSCheckDelay.
+const DefaultDNSCheckInterval = time.Minute
+
+const (
+	maxDNSCheckDelay = time.Hour
+	dnsCheckWorkers  = 8               // DNS readiness checks run at once
+	dnsCheckTimeout  = 5 * time.Second // per question and server
+)
+
+// dnsReadiness is what a DNS readiness check of a tenant's domain saw:
+// ready when the domain resolves to this edge (dns_targets).
+type dnsReadiness struct {
+	Ready bool `json:"ready"`
+	// The domain's records as resolved: "CNAME <target>", then "A
+	// <address>" and "AAAA <address>" of the chain's end.
+	RecordsSeen []string `json:"records_seen"`
+	// Any one of these makes the domain ready: a CNAME to one of the
+	// target names, or A/AAAA records among the target addresses only.
+	RecordsExpected []string   `json:"records_expected"`
+	Error           string     `json:"error,omitempty"`
+	CheckedAt       time.Time  `json:"checked_at"`
+	NextCheck       *time.Time `json:"next_check,omitempty"`
+}
+
+// dnsTargets is this edge as DNS names it: CNAME targets and
+// addresses.
+type dnsTargets struct {
+	names    []string
+	addrs    []netip.Addr
+	expected []string
+}
+
+// parseDNSTargets parses dns_targets: host names (made canonical) and
+// IPv4 or IPv6 addresses.
+func parseDNSTargets(targets []string) (dnsTargets, error) {
+	var t dnsTargets
+	for _, target := range targets {
+		if addr, err := netip.ParseAddr(strings.Trim(target, "[]")); err == nil {
+			addr = addr.Unmap()
+			t.addrs = append(t.addrs, addr)
+			if addr.Is4() {
+				t.expected = append(t.expected, "A "+addr.String())
+			} else {
+				t.expected = append(t.expected, "AAAA "+addr.String())
+			}
+			continue
+		}
+		name, err := CanonicalDomain(strings.TrimSuffix(target, "."))
+		if err != nil || strings.HasPrefix(name, "*.") {
+			return t, fmt.Errorf("'%s' is neither an IP address nor a host name", target)
+		}
+		t.names = append(t.names, name)
+		t.expected = append(t.expected, "CNAME "+name)
+	}
+	return t, nil
+}
+
+// reaches reports whether a domain resolves to this edge: its CNAME
+// chain reaches one of the target names, or it has addresses and every
+// one of them is a target address. A domain with one address elsewhere
+// is not ready: the CA, and some clicks, would reach that one.
+func (t dnsTargets) reaches(cnames, addrs []string) bool {
+	for _, cname := range cnames {
+		if slices.Contains(t.names, cname) {
+			return true
+		}
+	}
+	if len(addrs) == 0 || len(t.addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		addr, err := netip.ParseAddr(a)
+		if err != nil || !slices.Contains(t.addrs, addr.Unmap()) {
+			return false
+		}
+	}
+	return true
+}
+
+// dnsGate holds back a tenant's first order until its domain resolves
+// to this edge, checked with DNS queries only, without the CA. A tenant
+// checked and not ready is checked again after the first delay, then
+// after twice as long each time, up to an hour; a registry change of
+// the tenant, or a check now call, checks it at once. Renewals are not
+// held back; a renewal whose domain no longer reaches the edge is
+// logged.
+type dnsGate struct {
+	targets  dnsTargets
+	resolver dnsResolver
+	first    time.Duration
+	logger   *zap.Logger
+	ready    func(name string) // wakes a ready tenant's order
+
+	mu      sync.Mutex
+	tenants map[string]*dnsWait
+	queued  map[string]bool // queued or being checked
+	queue   []string
+	signal  chan struct{}
+	stopped bool
+}
+
+// dnsWait is a tenant's DNS readiness as last checked.
+type dnsWait struct {
+	last  *dnsReadiness // nil until a check ends
+	delay time.Duration // before the next check
+	next  time.Time
+	timer *time.Timer
+}
+
+func newDNSGate(targets dnsTargets, resolver dnsResolver, first time.Duration, logger *zap.Logger, ready func(string)) *dnsGate {
+	return &dnsGate{
+		targets:  targets,
+		resolver: resolver,
+		first:    first,
+		logger:   logger,
+		ready:    ready,
+		tenants:  make(map[string]*dnsWait),
+		queued:   make(map[string]bool),
+		signal:   make(chan struct{}, 1),
+	}
+}
+
+// admit reports whether name's first order may be placed: its last
+// check found it ready. Otherwise it queues a check of a tenant never
+// checked, or changed in the registry (changed), and reports false; the
+// check wakes the order when it finds the tenant ready.
+func (g *dnsGate) admit(name string, changed bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w, ok := g.tenants[name]
+	if ok && w.last != nil && w.last.Ready {
+		return true
+	}
+	if !ok || changed {
+		g.enqueueLocked(name)
+	}
+	return false
+}
+
+// report queues a check of a tenant whose certificate is being renewed:
+// a renewal is not held back, but a domain that no longer reaches the
+// edge is logged.
+func (g *dnsGate) report(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.enqueueLocked(name)
+}
+
+// enqueue queues a check of name, unless one is queued or running.
+func (g *dnsGate) enqueue(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.enqueueLocked(name)
+}
+
+func (g *dnsGate) enqueueLocked(name string) {
+	if g.stopped || g.queued[name] {
+		return
+	}
+	g.queued[name] = true
+	g.queue = append(g.queue, name)
+	select {
+	case g.signal <- struct{}{}:
+	default:
+	}
+}
+
+// run checks queued tenants, dnsCheckWorkers at once, until stop is
+// closed; then it stops every timer.
+func (g *dnsGate) run(ctx context.Context, stop <-chan struct{}, known func(string) bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var workers sync.WaitGroup
+	for range dnsCheckWorkers {
+		workers.Go(func() {
+			for {
+				name, ok := g.pop(stop)
+				if !ok {
+					return
+				}
+				g.record(name, g.check(ctx, name), known(name), "")
+			}
+		})
+	}
+	<-stop
+	cancel()
+	g.close()
+	workers.Wait()
+}
+
+// pop takes the next queued name, waiting for one until stop closes.
+func (g *dnsGate) pop(stop <-chan struct{}) (string, bool) {
+	for {
+		g.mu.Lock()
+		if len(g.queue) > 0 {
+			name := g.queue[0]
+			g.queue[0] = ""
+			g.queue = g.queue[1:]
+			more := len(g.queue) > 0
+			g.mu.Unlock()
+			if more { // wake another worker
+				select {
+				case g.signal <- struct{}{}:
+				default:
+				}
+			}
+			return name, true
+		}
+		g.mu.Unlock()
+		select {
+		case <-stop:
+			return "", false
+		case <-g.signal:
+		}
+	}
+}
+
+// check resolves name and tells whether it reaches the edge.
+func (g *dnsGate) check(ctx context.Context, name string) dnsReadiness {
+	r := dnsReadiness{RecordsSeen: []string{}, RecordsExpected: g.targets.expected, CheckedAt: time.Now()}
+	cnames, err := g.resolver.cnameChain(ctx, name)
+	end := name
+	for _, cname := range cnames {
+		r.RecordsSeen = append(r.RecordsSeen, "CNAME "+cname)
+		end = cname
+	}
+	var addrs []string
+	if err == nil {
+		addrs, err = g.resolver.addresses(ctx, end)
+	}
+	for _, addr := range addrs {
+		if strings.Contains(addr, ":") {
+			r.RecordsSeen = append(r.RecordsSeen, "AAAA "+addr)
+		} else {
+			r.RecordsSeen = append(r.RecordsSeen, "A "+addr)
+		}
+	}
+	// a question that failed may hide records elsewhere, and fails the
+	// CA's validation as well
+	r.Ready = err == nil && g.targets.reaches(cnames, addrs)
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// checkNow checks name at once, records the result as a scheduled check
+// would, with the delay back at its first value, and returns it.
+func (g *dnsGate) checkNow(ctx context.Context, name string, known bool) dnsReadiness {
+	r := g.check(ctx, name)
+	g.mu.Lock()
+	if w, ok := g.tenants[name]; ok {
+		w.delay = 0
+	}
+	g.mu.Unlock()
+	return g.record(name, r, known, "check_now")
+}
+
+// record keeps the result of a check of name. A ready tenant's order is
+// woken; a tenant still awaiting DNS is checked again after its delay,
+// which doubles each time. A tenant with a certificate (known) is only
+// reported. It returns r with its next check.
+func (g *dnsGate) record(name string, r dnsReadiness, known bool, cause string) dnsReadiness {
+	g.mu.Lock()
+	delete(g.queued, name)
+	if g.stopped {
+		g.mu.Unlock()
+		return r
+	}
+	w, ok := g.tenants[name]
+	if !ok {
+		w = new(dnsWait)
+		g.tenants[name] = w
+	}
+	first := w.last == nil || w.last.Ready != r.Ready
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	if !r.Ready && !known {
+		w.delay = min(max(2*w.delay, g.first), max(maxDNSCheckDelay, g.first))
+		w.next = r.CheckedAt.Add(w.delay)
+		next := w.next
+		r.NextCheck = &next
+		w.timer = time.AfterFunc(w.delay, func() { g.enqueue(name) })
+	} else {
+		w.delay = 0
+	}
+	w.last = &r
+	g.mu.Unlock()
+
+	fields := []zap.Field{zap.String("domain", name), zap.Bool("ready", r.Ready),
+		zap.Strings("records_seen", r.RecordsSeen), zap.Strings("records_expected", r.RecordsExpected)}
+	if r.Error != "" {
+		fields = append(fields, zap.String("error", r.Error))
+	}
+	if r.NextCheck != nil {
+		fields = append(fields, zap.Time("next_check", *r.NextCheck))
+	}
+	if cause != "" {
+		fields = append(fields, zap.String("cause", cause))
+	}
+	// one line per check at debug level; a change of readiness at info
+	g.logger.Debug("tenant dns checked", fields...)
+	switch {
+	case known && !r.Ready && first:
+		g.logger.Warn("tenant dns does not reach this edge; its certificate is renewed anyway", fields...)
+	case known:
+	case r.Ready:
+		g.logger.Info("tenant dns ready", fields...)
+		g.ready(name)
+	case first:
+		g.logger.Info("tenant awaiting dns", fields...)
+	}
+	return r
+}
+
+// status returns what is known of name's readiness: its last check,
+// if one ended, and whether it is ready.
+func (g *dnsGate) status(name string) (*dnsReadiness, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w, ok := g.tenants[name]
+	if !ok || w.last == nil {
+		return nil, false
+	}
+	r := *w.last
+	return &r, r.Ready
+}
+
+// isReady reports whether name's last check found it ready.
+func (g *dnsGate) isReady(name string) bool {
+	_, ready := g.status(name)
+	return ready
+}
+
+// unready forgets that name was ready, after its first order failed:
+// its DNS is checked again before the next order, when its cooldown
+// ends.
+func (g *dnsGate) unready(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if w, ok := g.tenants[name]; ok && w.last != nil && w.last.Ready {
+		delete(g.tenants, name)
+	}
+}
+
+// forget drops a removed tenant.
+func (g *dnsGate) forget(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if w, ok := g.tenants[name]; ok {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+		delete(g.tenants, name)
+	}
+}
+
+// close stops every timer; nothing is queued after it.
+func (g *dnsGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	for _, w := range g.tenants {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}
+	g.queue = nil
+}
+
+// newAppDNSGate sets up the gate of dns_targets, or returns nil when
+// dns_targets is not set.
+func newAppDNSGate(a *App) (*dnsGate, error) {
+	if len(a.DNSTargets) == 0 {
+		if len(a.DNSResolvers) > 0 {
+			return nil, fmt.Errorf("dns_resolvers is set without dns_targets")
+		}
+		return nil, nil
+	}
+	targets, err := parseDNSTargets(a.DNSTargets)
+	if err != nil {
+		return nil, fmt.Errorf("dns_targets: %v", err)
+	}
+	servers := a.DNSResolvers
+	for _, s := range servers {
+		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+			return nil, fmt.Errorf("dns_resolvers: '%s' must be host:port", s)
+		}
+	}
+	if len(servers) == 0 {
+		if servers, err = systemResolvers(); err != nil {
+			return nil, fmt.Errorf("dns_targets: no system DNS resolver; set dns_resolvers: %v", err)
+		}
+	}
+	return newDNSGate(targets, dnsResolver{servers: servers, timeout: dnsCheckTimeout},
+		time.Duration(a.DNSCheckInterval), a.logger.Named("dns"), func(name string) {
+			if a.pre != nil {
+				a.pre.recheck(name)
+			}
+		}), nil
+}
