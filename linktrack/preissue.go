@@ -193,7 +193,9 @@ func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, boo
 			}
 		}
 		if !known && !p.orders.ready(name) {
-			p.rateLimited(name, p.orders.readyAt(name, now))
+			until := p.orders.readyAt(name, now)
+			p.rateLimited(name, until)
+			p.logger.Debug("first order held back by the order limits", zap.String("domain", name), zap.Time("rate_limited_until", until))
 			return true // over the order limits: a later sweep
 		}
 		if !p.claim(name) {
