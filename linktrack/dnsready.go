@@ -374,6 +374,31 @@ func (g *dnsGate) forget(name string) {
 	}
 }
 
+// inherit takes over the checks of the gate of the config this one
+// replaces, for the tenants keep reports, if both ask for the same
+// targets: a reload neither checks every awaiting tenant at once nor
+// starts its delays over.
+func (g *dnsGate) inherit(prev *dnsGate, keep func(string) bool) {
+	if !slices.Equal(g.targets.expected, prev.targets.expected) {
+		return
+	}
+	prev.mu.Lock()
+	defer prev.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	for name, w := range prev.tenants {
+		if w.last == nil || !keep(name) {
+			continue
+		}
+		kept := &dnsWait{last: w.last, delay: w.delay, next: w.next}
+		if w.timer != nil {
+			kept.timer = time.AfterFunc(max(w.next.Sub(now), 0), func() { g.enqueue(name) })
+		}
+		g.tenants[name] = kept
+	}
+}
+
 // close stops every timer; nothing is queued after it.
 func (g *dnsGate) close() {
 	g.mu.Lock()

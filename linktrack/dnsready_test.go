@@ -182,3 +182,39 @@ func TestDNSGateCheck(t *testing.T) {
 		t.Error("a removed tenant was kept")
 	}
 }
+
+func TestDNSGateInherit(t *testing.T) {
+	targets, _ := parseDNSTargets([]string{"edge.platform.test"})
+	prev := newDNSGate(targets, dnsResolver{}, time.Hour, zap.NewNop(), func(string) {})
+	defer prev.close()
+	now := time.Now()
+	for _, name := range []string{"kept.test", "removed.test"} {
+		prev.record(name, dnsReadiness{RecordsSeen: []string{"A 203.0.113.1"}, RecordsExpected: targets.expected, CheckedAt: now}, false, "")
+	}
+	prev.record("ready.test", dnsReadiness{Ready: true, CheckedAt: now}, false, "")
+
+	next := newDNSGate(targets, dnsResolver{}, time.Hour, zap.NewNop(), func(string) {})
+	defer next.close()
+	next.inherit(prev, func(name string) bool { return name != "removed.test" })
+	if last, ready := next.status("kept.test"); ready || last == nil || !slices.Equal(last.RecordsSeen, []string{"A 203.0.113.1"}) ||
+		next.tenants["kept.test"].timer == nil || !next.tenants["kept.test"].next.Equal(prev.tenants["kept.test"].next) {
+		t.Errorf("an awaiting tenant after a reload: %+v %+v", last, next.tenants["kept.test"])
+	}
+	if next.admit("kept.test", false) || len(next.queue) != 0 {
+		t.Errorf("an awaiting tenant was checked again at a reload: %q", next.queue)
+	}
+	if !next.admit("ready.test", false) {
+		t.Error("a ready tenant was not admitted after a reload")
+	}
+	if _, ok := next.tenants["removed.test"]; ok {
+		t.Error("a tenant the reload removed was kept")
+	}
+
+	other, _ := parseDNSTargets([]string{"edge2.platform.test"})
+	moved := newDNSGate(other, dnsResolver{}, time.Hour, zap.NewNop(), func(string) {})
+	defer moved.close()
+	moved.inherit(prev, func(string) bool { return true })
+	if len(moved.tenants) != 0 {
+		t.Error("checks against other targets were kept")
+	}
+}
