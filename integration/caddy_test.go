@@ -25,6 +25,9 @@ import (
 var caddyBin string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(lockHolderEnv); addr != "" {
+		os.Exit(runLockHolder(addr)) // a child of TestRedisLockHolderKilled
+	}
 	dir, err := os.MkdirTemp("", "linktrack-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
