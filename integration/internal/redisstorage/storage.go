@@ -393,7 +393,7 @@ func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
 	token := hex.EncodeToString(b[:])
 	ok, err := s.client.SetNX(ctx, s.lockKey(name), token, time.Duration(s.LockTTL)).Result()
 	if err != nil {
-		return false, fmt.Errorf("redis: taking lock '%s': %v", name, err)
+		return false, fmt.Errorf("redis: taking lock '%s': %w", name, err) // ctx's errors match
 	}
 	if !ok {
 		return false, nil
