@@ -25,6 +25,9 @@ import (
 var caddyBin string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(lockHolderEnv); addr != "" {
+		os.Exit(runLockHolder(addr)) // a child of TestRedisLockHolderKilled
+	}
 	dir, err := os.MkdirTemp("", "linktrack-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -66,8 +69,14 @@ func freePort(t testing.TB) int {
 // data and config directories, so no state leaks between tests.
 func caddyCmd(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
+	return caddyCmdOf(t, caddyBin, args...)
+}
+
+// caddyCmdOf is caddyCmd with the Caddy binary bin.
+func caddyCmdOf(t testing.TB, bin string, args ...string) *exec.Cmd {
+	t.Helper()
 	home := t.TempDir()
-	cmd := exec.Command(caddyBin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(),
 		"HOME="+home,
 		"XDG_DATA_HOME="+filepath.Join(home, "data"),
@@ -91,6 +100,12 @@ type caddyProcess struct {
 // every listener is bound; it fails the test if Caddy exits first.
 func startCaddy(t testing.TB, adapter, config string) *caddyProcess {
 	t.Helper()
+	return startCaddyOf(t, caddyBin, adapter, config)
+}
+
+// startCaddyOf is startCaddy with the Caddy binary bin.
+func startCaddyOf(t testing.TB, bin, adapter, config string) *caddyProcess {
+	t.Helper()
 	name := "caddy.json"
 	if adapter == "caddyfile" {
 		name = "Caddyfile"
@@ -103,7 +118,7 @@ func startCaddy(t testing.TB, adapter, config string) *caddyProcess {
 	if adapter != "json" {
 		args = append(args, "--adapter", adapter)
 	}
-	cmd := caddyCmd(t, args...)
+	cmd := caddyCmdOf(t, bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

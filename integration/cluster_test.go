@@ -1,13 +1,13 @@
 package integration
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,10 +21,10 @@ type node struct {
 	httpPort, httpsPort, adminPort int
 }
 
-func startNode(t *testing.T, n *node, storage string, acme *acmeCA, originPort int, caFile string) {
+func startNode(t *testing.T, n *node, be *backend, acme *acmeCA, originPort int, caFile string) {
 	t.Helper()
-	n.caddy = startCaddy(t, "caddyfile", multiTenantConfig(multiTenantPorts{n.adminPort, n.httpPort, n.httpsPort},
-		storage, acme, originPort, caFile, "storage_refresh_interval 200ms"))
+	n.caddy = startCaddyOf(t, be.bin, "caddyfile", multiTenantConfig(multiTenantPorts{n.adminPort, n.httpPort, n.httpsPort},
+		be.option, acme, originPort, caFile, "storage_refresh_interval 200ms"))
 }
 
 // admin sends a request to the node's admin endpoint.
@@ -61,8 +61,11 @@ func (n *node) waitTenants(t *testing.T, count int) {
 
 // TestAdminAPIAndCluster: tenants added through one node's admin API
 // are served by another node that shares the storage, each domain is
-// ordered once, and removed tenants are refused.
-func TestAdminAPIAndCluster(t *testing.T) {
+// ordered once, and removed tenants are refused; on file_system and on
+// Redis storage.
+func TestAdminAPIAndCluster(t *testing.T) { forEachBackend(t, testAdminAPIAndCluster) }
+
+func testAdminAPIAndCluster(t *testing.T, kind string) {
 	dir := t.TempDir()
 	ca, caFile := newTestCA(t, dir)
 	origin := startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response { return redirectResponse() })
@@ -73,9 +76,9 @@ func TestAdminAPIAndCluster(t *testing.T) {
 	// Pebble validates against node a; node b's challenges are answered
 	// by node a through the shared storage.
 	acme := startPebble(t, a.httpPort, a.httpsPort)
-	storage := filepath.Join(dir, "shared-storage")
-	startNode(t, a, storage, acme, origin.Port(), caFile)
-	startNode(t, b, storage, acme, origin.Port(), caFile)
+	be := newBackend(t, kind, dir)
+	startNode(t, a, be, acme, origin.Port(), caFile)
+	startNode(t, b, be, acme, origin.Port(), caFile)
 	roots := acme.issuingRoots(t)
 
 	// bad input: 400 naming the field, nothing stored
@@ -126,6 +129,15 @@ func TestAdminAPIAndCluster(t *testing.T) {
 	acme.settle(t)
 	if n := acme.orders(); n != 1 {
 		t.Errorf("pebble received %d orders for one domain served by two nodes", n)
+	}
+	if be.redis != nil {
+		// the certificate is in Redis, where node b found it
+		c := be.redis.Client()
+		keys, err := c.Keys(context.Background(), "caddy/certificates/*/shop.brand-x.test/shop.brand-x.test.crt").Result()
+		c.Close()
+		if err != nil || len(keys) != 1 {
+			t.Errorf("certificate keys in Redis: %q %v, want one", keys, err)
+		}
 	}
 	rec, err := origin.Next(10 * time.Second)
 	if err != nil || rec.Values("Host")[0] != "shop.brand-x.test" {

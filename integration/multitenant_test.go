@@ -76,13 +76,18 @@ type multiTenantPorts struct{ admin, http, https int }
 // multiTenantConfig is the multi-tenant Caddyfile of the README: on-demand
 // TLS from the test's Pebble, gated by the registry, whose named origin
 // esp is the stand-in; app holds more lines of the linktrack option.
+// storage is a file_system directory, or a whole storage option such as
+// a backend's ("storage linktrack_test_redis {...}").
 func multiTenantConfig(ports multiTenantPorts, storage string, acme *acmeCA, originPort int, caFile, app string) string {
+	if !strings.HasPrefix(storage, "storage ") {
+		storage = "storage file_system " + storage
+	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
 	https_port %d
 	skip_install_trust
-	storage file_system %s
+	%s
 	acme_ca %s
 	acme_ca_root %s
 	on_demand_tls {

@@ -23,17 +23,18 @@ type storeNode struct {
 	storage string
 }
 
-// startStoreNode starts a node on storage that proxies to origin.
-func startStoreNode(t *testing.T, storage string, origin *standin.Origin, caFile string) *storeNode {
+// startStoreNode starts a node on the rig's storage that proxies to
+// its origin.
+func startStoreNode(t *testing.T, rig *storeRig) *storeNode {
 	t.Helper()
-	n := &storeNode{storage: storage}
+	n := &storeNode{storage: rig.storage}
 	n.httpPort, n.httpsPort, n.adminPort = freePort(t), freePort(t), freePort(t)
-	n.caddy = startCaddy(t, "caddyfile", fmt.Sprintf(`{
+	n.caddy = startCaddyOf(t, rig.be.bin, "caddyfile", fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
 	https_port %d
 	skip_install_trust
-	storage file_system %s
+	%s
 	servers {
 		protocols h1
 	}
@@ -50,22 +51,29 @@ func startStoreNode(t *testing.T, storage string, origin *standin.Origin, caFile
 http:// {
 	linktrack
 }
-`, n.adminPort, n.httpPort, n.httpsPort, storage, origin.Port(), caFile))
+`, n.adminPort, n.httpPort, n.httpsPort, rig.be.option, rig.origin.Port(), rig.caFile))
 	return n
 }
 
 // storeRig is an origin and the storage that nodes share.
 type storeRig struct {
-	origin  *standin.Origin
-	caFile  string
+	origin *standin.Origin
+	caFile string
+	be     *backend
+	// storage is the file_system storage's directory.
 	storage string
 }
 
-func newStoreRig(t *testing.T) *storeRig {
+// newStoreRig returns a rig on file_system storage.
+func newStoreRig(t *testing.T) *storeRig { return newStoreRigOn(t, "file_system") }
+
+// newStoreRigOn returns a rig on a backend of the kind named.
+func newStoreRigOn(t *testing.T, kind string) *storeRig {
 	dir := t.TempDir()
+	be := newBackend(t, kind, dir)
 	ca, caFile := newTestCA(t, dir)
 	origin := startOrigin(t, ca, []string{"localhost"}, func(*standin.Received) standin.Response { return redirectResponse() })
-	return &storeRig{origin: origin, caFile: caFile, storage: filepath.Join(dir, "storage")}
+	return &storeRig{origin: origin, caFile: caFile, be: be, storage: be.dir}
 }
 
 // listPage is GET /linktrack/tenants's answer.
@@ -149,10 +157,12 @@ func bulkBody(domains []string, remove ...string) string {
 // TestBulkChangesAndPages: a bulk change is stored as one change and
 // served by every node; a faulty one is refused whole, naming every
 // faulty entry; the listing pages in domain order and filters.
-func TestBulkChangesAndPages(t *testing.T) {
-	rig := newStoreRig(t)
-	a := startStoreNode(t, rig.storage, rig.origin, rig.caFile)
-	b := startStoreNode(t, rig.storage, rig.origin, rig.caFile)
+func TestBulkChangesAndPages(t *testing.T) { forEachBackend(t, testBulkChangesAndPages) }
+
+func testBulkChangesAndPages(t *testing.T, kind string) {
+	rig := newStoreRigOn(t, kind)
+	a := startStoreNode(t, rig)
+	b := startStoreNode(t, rig)
 
 	var domains []string
 	for i := range 250 {
@@ -256,10 +266,15 @@ func TestBulkChangesAndPages(t *testing.T) {
 }
 
 // TestConcurrentChangesOnTwoNodes: changes made at once through two
-// nodes are all kept, and both nodes end with all of them.
+// nodes are all kept, and both nodes end with all of them; a change
+// made on one node reaches the other within a few refresh intervals.
 func TestConcurrentChangesOnTwoNodes(t *testing.T) {
-	rig := newStoreRig(t)
-	nodes := []*storeNode{startStoreNode(t, rig.storage, rig.origin, rig.caFile), startStoreNode(t, rig.storage, rig.origin, rig.caFile)}
+	forEachBackend(t, testConcurrentChangesOnTwoNodes)
+}
+
+func testConcurrentChangesOnTwoNodes(t *testing.T, kind string) {
+	rig := newStoreRigOn(t, kind)
+	nodes := []*storeNode{startStoreNode(t, rig), startStoreNode(t, rig)}
 	var wg sync.WaitGroup
 	errs := make(chan string, 40)
 	for i, n := range nodes {
@@ -283,6 +298,27 @@ func TestConcurrentChangesOnTwoNodes(t *testing.T) {
 			t.Errorf("node on port %d lists %d stored tenants, want 40", n.adminPort, len(got))
 		}
 	}
+
+	// propagation: from a change's answer on one node to the other
+	// node's registry holding it, with a refresh interval of 200ms
+	var worst time.Duration
+	for i := range 5 {
+		domain := fmt.Sprintf("late-%d.brand.test", i)
+		if status, body := nodes[0].admin(t, "PUT", "/linktrack/tenants/"+domain, `{"origin": "esp"}`); status != 201 {
+			t.Fatalf("PUT %s: %d %s", domain, status, body)
+		}
+		answered := time.Now()
+		e := nodes[1].caddy.waitLog(t, "tenant added", func(e map[string]any) bool { return e["domain"] == domain })
+		ts, ok := e["ts"].(float64)
+		if !ok {
+			t.Fatalf("tenant added: ts %v is not a Unix time", e["ts"])
+		}
+		worst = max(worst, time.Unix(0, int64(ts*1e9)).Sub(answered))
+	}
+	t.Logf("%s: a change reached the other node within %v (worst of 5; refresh interval 200ms)", kind, worst)
+	if worst > 2*time.Second {
+		t.Errorf("%s: propagation took %v, want under 2s with a 200ms refresh", kind, worst)
+	}
 }
 
 // TestStoredDocumentMigrated: storage written by the previous release,
@@ -303,7 +339,7 @@ func TestStoredDocumentMigrated(t *testing.T) {
 	if err := os.WriteFile(path, legacy, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := startStoreNode(t, rig.storage, rig.origin, rig.caFile)
+	a := startStoreNode(t, rig)
 	if got := a.listAll(t, "source=storage"); !slices.Equal(got, []string{"old-1.brand.test", "old-2.brand.test"}) {
 		t.Fatalf("migrated tenants %q", got)
 	}
@@ -314,7 +350,7 @@ func TestStoredDocumentMigrated(t *testing.T) {
 		t.Fatalf("PUT after migration: %d %s", status, body)
 	}
 	// a second node starting on the migrated storage sees all three
-	b := startStoreNode(t, rig.storage, rig.origin, rig.caFile)
+	b := startStoreNode(t, rig)
 	if got := b.listAll(t, "source=storage"); len(got) != 3 {
 		t.Errorf("second node: %q", got)
 	}
@@ -327,7 +363,7 @@ func TestStoredDocumentMigrated(t *testing.T) {
 // 503 with the cause, and the registry in use is kept.
 func TestStorageFailureIs503(t *testing.T) {
 	rig := newStoreRig(t)
-	a := startStoreNode(t, rig.storage, rig.origin, rig.caFile)
+	a := startStoreNode(t, rig)
 	// a file where the journal's directory must go makes every write of
 	// a change fail
 	journal := filepath.Join(rig.storage, "linktrack", "tenants", "journal")

@@ -30,7 +30,7 @@ func newAppMetrics(registry *prometheus.Registry) (*appMetrics, error) {
 			Namespace: "caddy",
 			Subsystem: "linktrack",
 			Name:      "registry_reloads_total",
-			Help:      "Registry reloads by source and result (ok or error).",
+			Help:      "Registry reloads by source and result: ok, error, or behind (storage had lost changes; the registry was kept).",
 		}, []string{"source", "result"}),
 		tenantChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "caddy",

@@ -97,6 +97,19 @@ func (a *App) followStorage() {
 
 func (a *App) followStorageLocked(ctx context.Context, cause string) error {
 	changes, version, err := a.store.Since(ctx, a.followed)
+	if errors.Is(err, tenantstore.ErrCompacted) && a.followed > 0 {
+		// Storage behind the registry lost changes (a store restarted
+		// empty, a restored backup): its tenants are not removed for
+		// that. The registry is kept and follows storage from scratch,
+		// applying whatever storage holds on top of it.
+		if info, ierr := a.store.Info(ctx); ierr == nil && info.Version < a.followed {
+			a.metrics.reloads.WithLabelValues("storage", "behind").Inc()
+			a.logger.Error("tenant storage lost changes: it is behind the registry in use; keeping every tenant and following storage from its version",
+				zap.Uint64("storage_version", info.Version), zap.Uint64("registry_version", a.followed))
+			a.followed = 0
+			return a.followStorageLocked(ctx, cause)
+		}
+	}
 	if errors.Is(err, tenantstore.ErrCompacted) {
 		return a.reloadStorageLocked(ctx, cause)
 	}
