@@ -6,6 +6,8 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -30,19 +32,50 @@ type Server struct {
 	log  []string
 }
 
-// Binary returns the path of redis-server. It skips the test when
-// redis-server is not installed, except under CI=true, where it fails
-// it: CI installs it (.ci/run).
+// Binary returns the path of redis-server. When it is not installed,
+// it installs Debian's package once per test run, as root with apt-get,
+// so that the README's test command runs the Redis tests on a fresh
+// machine too. When that fails too it skips the test, except under
+// CI=true, where it fails it.
 func Binary(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
+		installOnce.Do(func() { installErr = install() })
+		if bin, err = exec.LookPath("redis-server"); err != nil && installErr != nil {
+			err = installErr
+		}
+	}
+	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("redis-server is not installed, and CI must run the Redis tests: %v", err)
 		}
-		t.Skip("redis-server is not installed (apt-get install -y redis-server); skipping the Redis tests")
+		t.Skipf("redis-server is not installed (apt-get install -y redis-server): %v; skipping the Redis tests", err)
 	}
 	return bin
+}
+
+var (
+	installOnce sync.Once
+	installErr  error
+)
+
+// install installs Debian's redis-server package.
+func install() error {
+	if os.Geteuid() != 0 {
+		return errors.New("installing redis-server needs root")
+	}
+	for _, args := range [][]string{
+		{"apt-get", "update", "-qq"},
+		{"apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"},
+	} {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
 }
 
 // Start runs redis-server on a free loopback port and stops it when the
