@@ -27,8 +27,9 @@ import (
 )
 
 var (
-	storeBench      = flag.Bool("storebench", false, "run the tenant store benchmark: start-up, admin changes, propagation to a second node, bulk import, pages and memory with 1,000, 100,000 and 1,000,000 tenants in storage")
-	storeBenchSizes = flag.String("storebench-sizes", "1000,100000,1000000", "tenant counts TestStoreBenchmark stores before it starts the nodes, comma-separated")
+	storeBench         = flag.Bool("storebench", false, "run the tenant store benchmark: start-up, admin changes, propagation to a second node, bulk import, pages and memory with 1,000, 100,000 and 1,000,000 tenants in storage")
+	storeBenchSizes    = flag.String("storebench-sizes", "1000,100000,1000000", "tenant counts TestStoreBenchmark stores before it starts the nodes, comma-separated")
+	storeBenchProfiles = flag.String("storebench-profiles", "", "a directory where TestStoreBenchmark saves node A's heap profiles, after start-up and at the end, for go tool pprof")
 )
 
 // What TestStoreBenchmark does at each size.
@@ -98,6 +99,7 @@ type storeBenchResult struct {
 	scan                          []time.Duration // a filter that matches nothing
 	rssA, hwmA, rssB, hwmB        int             // KiB, at the end
 	rssAStarted                   int             // KiB, after A's start-up
+	heapAStarted, heapA, heapB    int             // MiB, Go heap in use
 }
 
 // storeBenchDomain is the i-th stored tenant; the names sort as i does.
@@ -124,6 +126,8 @@ func measureStoreBench(t *testing.T, r *storeBenchResult) {
 	}
 	r.listedA = r.clickA + time.Since(began)
 	r.rssAStarted = procStatusKiB(t, a.caddy.cmd.Process.Pid, "VmRSS")
+	r.heapAStarted = heapInUseMiB(t, a)
+	saveHeapProfile(t, a, fmt.Sprintf("heap-%d-started.pb.gz", n))
 	b := startBenchNode(t, rig, n, last, &r.loadedB, &r.clickB)
 	t.Logf("start-up: A loaded %s, clicked %s; B loaded %s, clicked %s",
 		r.loadedA.Round(time.Millisecond), r.clickA.Round(time.Millisecond), r.loadedB.Round(time.Millisecond), r.clickB.Round(time.Millisecond))
@@ -242,6 +246,8 @@ func measureStoreBench(t *testing.T, r *storeBenchResult) {
 	r.rssA = procStatusKiB(t, a.caddy.cmd.Process.Pid, "VmRSS")
 	r.hwmA = procStatusKiB(t, a.caddy.cmd.Process.Pid, "VmHWM")
 	r.rssB = procStatusKiB(t, b.caddy.cmd.Process.Pid, "VmRSS")
+	r.heapA, r.heapB = heapInUseMiB(t, a), heapInUseMiB(t, b)
+	saveHeapProfile(t, a, fmt.Sprintf("heap-%d-end.pb.gz", n))
 	r.hwmB = procStatusKiB(t, b.caddy.cmd.Process.Pid, "VmHWM")
 }
 
@@ -358,6 +364,39 @@ func timedPage(t *testing.T, node *storeNode, query string) (time.Duration, list
 	return took, p
 }
 
+// heapInUseMiB reads go_memstats_heap_inuse_bytes from node's metrics.
+func heapInUseMiB(t *testing.T, node *storeNode) int {
+	t.Helper()
+	return max(0, int(metricValue(scrapeMetrics(t, node.adminPort), "go_memstats_heap_inuse_bytes"))>>20)
+}
+
+// saveHeapProfile saves node's heap profile, after a collection, as
+// name in the -storebench-profiles directory, if one is given.
+func saveHeapProfile(t *testing.T, node *storeNode, name string) {
+	t.Helper()
+	if *storeBenchProfiles == "" {
+		return
+	}
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", node.adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	profile, err := io.ReadAll(res.Body)
+	if err == nil && res.StatusCode != 200 {
+		err = fmt.Errorf("status %d", res.StatusCode)
+	}
+	if err == nil {
+		err = os.MkdirAll(*storeBenchProfiles, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(*storeBenchProfiles, name), profile, 0o644)
+	}
+	if err != nil {
+		t.Fatalf("heap profile: %v", err)
+	}
+}
+
 // treeBytes sums the sizes of the files under dir.
 func treeBytes(t *testing.T, dir string) int64 {
 	t.Helper()
@@ -454,9 +493,15 @@ func logStoreBenchTable(t *testing.T, results []*storeBenchResult) {
 		{fmt.Sprintf("page of 1000 from the middle, p50 / max (%d)", storeBenchPages), "≤ 50 ms", func(r *storeBenchResult) string { return p50max(r.middlePage) }},
 		{fmt.Sprintf("prefix=t00001 (100 tenants), p50 / max (%d)", storeBenchPages), "≤ 50 ms", func(r *storeBenchResult) string { return p50max(r.prefixPage) }},
 		{fmt.Sprintf("provider=sendgrid (matches none), median (%d)", storeBenchScans), "", func(r *storeBenchResult) string { return median(r.scan) }},
-		{"RSS A after start-up", "", func(r *storeBenchResult) string { return mib(r.rssAStarted) }},
-		{"RSS A at the end / peak", "< 512 MiB at 1M", func(r *storeBenchResult) string { return mib(r.rssA) + " / " + mib(r.hwmA) }},
-		{"RSS B at the end / peak", "< 512 MiB at 1M", func(r *storeBenchResult) string { return mib(r.rssB) + " / " + mib(r.hwmB) }},
+		{"A after start-up: RSS / Go heap in use", "", func(r *storeBenchResult) string {
+			return fmt.Sprintf("%s / %d MiB", mib(r.rssAStarted), r.heapAStarted)
+		}},
+		{"A at the end: RSS / peak RSS / Go heap in use", "RSS < 512 MiB at 1M", func(r *storeBenchResult) string {
+			return fmt.Sprintf("%s / %s / %d MiB", mib(r.rssA), mib(r.hwmA), r.heapA)
+		}},
+		{"B at the end: RSS / peak RSS / Go heap in use", "RSS < 512 MiB at 1M", func(r *storeBenchResult) string {
+			return fmt.Sprintf("%s / %s / %d MiB", mib(r.rssB), mib(r.hwmB), r.heapB)
+		}},
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nstorage_refresh_interval %s, GOMAXPROCS %d, file_system storage under %s\n", storeBenchRefresh, runtime.GOMAXPROCS(0), os.TempDir())
