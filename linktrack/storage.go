@@ -163,7 +163,7 @@ func (a *App) compactStorage() {
 // this change and any other node's.
 func (a *App) changeStored(ctx context.Context, put []Tenant, remove []string) (map[string]bool, error) {
 	s := a.snapshot()
-	if _, err := s.withChanges(storageSource, put, remove, a.resolve, nil); err != nil {
+	if err := s.checkChanges(storageSource, put, remove, a.resolve); err != nil {
 		return nil, err
 	}
 	created := make(map[string]bool)
