@@ -70,7 +70,12 @@ func storedTenant(r tenantstore.Record) (Tenant, error) {
 // loadStored reads every tenant kept in storage and the version read.
 func (a *App) loadStored(ctx context.Context) ([]Tenant, uint64, error) {
 	for {
+		// room for the snapshot's tenants, so that a million are not
+		// copied again and again as the list grows
 		var tenants []Tenant
+		if info, err := a.store.Info(ctx); err == nil && info.SnapshotRecords > 0 {
+			tenants = make([]Tenant, 0, info.SnapshotRecords+int64(info.JournalRecords))
+		}
 		version, err := a.store.Load(ctx, func(r tenantstore.Record) error {
 			t, err := storedTenant(r)
 			tenants = append(tenants, t)
