@@ -134,38 +134,67 @@ func (m *shardMerge) Pop() any {
 // first time it changes.
 type tableEdit struct {
 	t     domainTable
-	dirty map[int]bool // shards copied by this edit
+	dirty map[int]*shardChange // shards copied by this edit
+}
+
+// maxTouched is how many domains an edit adds to or removes from one
+// shard before done sorts the shard's domains afresh rather than merge
+// the changes into its sorted domains.
+const maxTouched = 256
+
+// shardChange is what an edit did to a shard's set of domains: the
+// domains it added or removed (in any order, maybe twice), unless there
+// were more than maxTouched (full).
+type shardChange struct {
+	touched []string
+	full    bool
 }
 
 // edit starts a change of t; t itself is never modified.
 func (t domainTable) edit() *tableEdit {
 	shards, sorted := *t.shards, *t.sorted
 	t.shards, t.sorted = &shards, &sorted
-	return &tableEdit{t: t, dirty: make(map[int]bool)}
+	return &tableEdit{t: t, dirty: make(map[int]*shardChange)}
 }
 
-// writable returns the shard of domain, copied for this edit.
-func (ed *tableEdit) writable(domain string) map[string]entry {
+// writable returns the shard of domain, copied for this edit, and the
+// record of its change.
+func (ed *tableEdit) writable(domain string) (map[string]entry, *shardChange) {
 	i := ed.t.shardOf(domain)
-	if !ed.dirty[i] {
+	c := ed.dirty[i]
+	if c == nil {
 		shard := maps.Clone(ed.t.shards[i])
 		if shard == nil {
 			shard = make(map[string]entry)
 		}
 		ed.t.shards[i] = shard
-		ed.dirty[i] = true
+		c = &shardChange{full: len(shard) == 0}
+		ed.dirty[i] = c
 	}
-	return ed.t.shards[i]
+	return ed.t.shards[i], c
+}
+
+// touch records that domain was added to or removed from a shard.
+func (c *shardChange) touch(domain string) {
+	if c.full {
+		return
+	}
+	if len(c.touched) == maxTouched {
+		c.touched, c.full = nil, true
+		return
+	}
+	c.touched = append(c.touched, domain)
 }
 
 // set adds or replaces the entry of domain, and returns the entry it
 // replaced.
 func (ed *tableEdit) set(domain string, e entry) (entry, bool) {
-	shard := ed.writable(domain)
+	shard, c := ed.writable(domain)
 	prior, existed := shard[domain]
 	shard[domain] = e
 	if !existed {
 		ed.t.size++
+		c.touch(domain)
 	}
 	return prior, existed
 }
@@ -180,23 +209,61 @@ func (ed *tableEdit) remove(domain string) (entry, bool) {
 	if _, ok := ed.t.get(domain); !ok {
 		return entry{}, false
 	}
-	shard := ed.writable(domain)
+	shard, c := ed.writable(domain)
 	prior := shard[domain]
 	delete(shard, domain)
 	ed.t.size--
+	c.touch(domain)
 	return prior, true
 }
 
-// done returns the edited table. The edit must not be used after.
+// done returns the edited table. The edit must not be used after. Each
+// changed shard's sorted domains are the old ones with the few domains
+// added or removed merged in, or, after many changes, sorted afresh.
 func (ed *tableEdit) done() domainTable {
-	for i := range ed.dirty {
-		if len(ed.t.shards[i]) == 0 {
+	for i, c := range ed.dirty {
+		shard := ed.t.shards[i]
+		switch {
+		case len(shard) == 0:
 			ed.t.shards[i], ed.t.sorted[i] = nil, nil
-			continue
+		case c.full:
+			ed.t.sorted[i] = slices.Sorted(maps.Keys(shard))
+		default:
+			ed.t.sorted[i] = mergeTouched(ed.t.sorted[i], c.touched, shard)
 		}
-		ed.t.sorted[i] = slices.Sorted(maps.Keys(ed.t.shards[i]))
 	}
 	return ed.t
+}
+
+// mergeTouched returns the sorted domains of shard, from old, the
+// sorted domains of the shard it was copied from, and touched, every
+// domain added or removed since: a domain of old that was not touched
+// is still there.
+func mergeTouched(old, touched []string, shard map[string]entry) []string {
+	slices.Sort(touched)
+	touched = slices.Compact(touched)
+	out := make([]string, 0, len(shard))
+	j := 0
+	for _, d := range old {
+		for ; j < len(touched) && touched[j] < d; j++ {
+			if _, ok := shard[touched[j]]; ok {
+				out = append(out, touched[j])
+			}
+		}
+		if j < len(touched) && touched[j] == d {
+			j++
+			if _, ok := shard[d]; !ok {
+				continue
+			}
+		}
+		out = append(out, d)
+	}
+	for ; j < len(touched); j++ {
+		if _, ok := shard[touched[j]]; ok {
+			out = append(out, touched[j])
+		}
+	}
+	return out
 }
 
 // sameMap reports whether a and b are the same map, not just equal ones.

@@ -196,3 +196,65 @@ func BenchmarkPlainMapLookup(b *testing.B) {
 		}
 	}
 }
+
+// TestDomainTableSortedAfterEdits: after edits small and large, adds and
+// removals of the same domain in one edit included, each shard's sorted
+// domains are exactly its domains, in order, and the table edited keeps
+// its own.
+func TestDomainTableSortedAfterEdits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	domain := func() string { return fmt.Sprintf("d%d.example", rng.IntN(20000)) }
+	check := func(table domainTable, round int) {
+		t.Helper()
+		size := 0
+		for i, shard := range table.shards {
+			size += len(shard)
+			if want := slices.Sorted(maps.Keys(shard)); !slices.Equal(table.sorted[i], want) {
+				t.Fatalf("round %d, shard %d: sorted %q, want %q", round, i, table.sorted[i], want)
+			}
+		}
+		if size != table.size {
+			t.Fatalf("round %d: size %d, want %d", round, table.size, size)
+		}
+	}
+	ed := newDomainTable().edit()
+	for range 5000 {
+		ed.set(domain(), entry{})
+	}
+	table := ed.done()
+	check(table, -1)
+	for round := range 100 {
+		ops := 1 + rng.IntN(6)
+		if round%25 == 0 {
+			ops = 20000 // more than maxTouched in many shards
+		}
+		before := slices.Collect(func(yield func(string) bool) {
+			table.after("", func(d string, _ entry) bool { return yield(d) })
+		})
+		ed := table.edit()
+		for range ops {
+			d := domain()
+			switch rng.IntN(4) {
+			case 0:
+				ed.set(d, entry{})
+				ed.remove(d)
+			case 1:
+				ed.remove(d)
+				ed.set(d, entry{source: 1})
+			case 2:
+				ed.remove(d)
+			default:
+				ed.set(d, entry{})
+			}
+		}
+		next := ed.done()
+		check(next, round)
+		after := slices.Collect(func(yield func(string) bool) {
+			table.after("", func(d string, _ entry) bool { return yield(d) })
+		})
+		if !slices.Equal(before, after) {
+			t.Fatalf("round %d: the edited table's listing changed", round)
+		}
+		table = next
+	}
+}

@@ -144,13 +144,6 @@ func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resol
 	}
 	source := uint16(index)
 	exact, wildcards := s.exact.edit(), s.wildcards.edit()
-	owned := func(domain, verb string) error {
-		ed, key := tableOf(exact, wildcards, domain)
-		if prior, ok := ed.get(key); ok && prior.source != source {
-			return fmt.Errorf("%w: domain '%s' is defined in %s; %s it there", errConflict, domain, s.sources[prior.source], verb)
-		}
-		return nil
-	}
 	fail := func(domain string, err error) error {
 		if skip == nil {
 			return err
@@ -159,7 +152,7 @@ func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resol
 		return nil
 	}
 	for _, domain := range remove {
-		if err := owned(domain, "remove"); err != nil {
+		if err := s.owned(source, domain, "remove"); err != nil {
 			if err = fail(domain, err); err != nil {
 				return nil, err
 			}
@@ -169,23 +162,66 @@ func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resol
 		ed.remove(key)
 	}
 	for i, t := range put {
-		domain, e, err := newEntry(t, resolve)
-		if err == nil {
-			err = owned(domain, "change")
-		} else if len(put) > 1 {
-			err = fmt.Errorf("entry %d: %w", i+1, err)
-		}
+		domain, e, err := s.changedEntry(source, i, len(put), t, resolve)
 		if err != nil {
 			if err = fail(t.Domain, err); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		e.source = source
 		ed, key := tableOf(exact, wildcards, domain)
 		ed.set(key, e)
 	}
 	return &snapshot{exact: exact.done(), wildcards: wildcards.done(), sources: s.sources}, nil
+}
+
+// checkChanges returns the error withChanges, without skip, returns for
+// the same change, without building a registry: it costs the entries
+// of the change, not a copy of the shards they touch.
+func (s *snapshot) checkChanges(name string, put []Tenant, remove []string, resolve routeResolver) error {
+	index := slices.Index(s.sources, name)
+	if index < 0 {
+		return fmt.Errorf("no tenant source '%s'", name)
+	}
+	source := uint16(index)
+	for _, domain := range remove {
+		if err := s.owned(source, domain, "remove"); err != nil {
+			return err
+		}
+	}
+	for i, t := range put {
+		if _, _, err := s.changedEntry(source, i, len(put), t, resolve); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// owned fails, with an error wrapping errConflict, when a canonical
+// domain is registered by another source than source. A change only
+// edits source's entries, so s answers for the registry being edited.
+func (s *snapshot) owned(source uint16, domain, verb string) error {
+	if prior, ok := s.registered(domain); ok && prior.source != source {
+		return fmt.Errorf("%w: domain '%s' is defined in %s; %s it there", errConflict, domain, s.sources[prior.source], verb)
+	}
+	return nil
+}
+
+// changedEntry checks the i-th of n tenants a change puts into source,
+// and returns its canonical domain and entry.
+func (s *snapshot) changedEntry(source uint16, i, n int, t Tenant, resolve routeResolver) (string, entry, error) {
+	domain, e, err := newEntry(t, resolve)
+	if err != nil {
+		if n > 1 {
+			err = fmt.Errorf("entry %d: %w", i+1, err)
+		}
+		return "", entry{}, err
+	}
+	if err := s.owned(source, domain, "change"); err != nil {
+		return "", entry{}, err
+	}
+	e.source = source
+	return domain, e, nil
 }
 
 // tableOf returns the table that holds a canonical domain, and its key

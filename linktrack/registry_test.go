@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -193,5 +194,50 @@ func BenchmarkSnapshotLookup(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		s.lookup(hosts[i%len(hosts)])
+	}
+}
+
+// TestCheckChangesAgreesWithWithChanges: the check made before a change
+// is stored fails exactly when applying the change would, with the same
+// error, and changes nothing.
+func TestCheckChangesAgreesWithWithChanges(t *testing.T) {
+	resolve := testRoutes("esp")
+	s, err := buildSnapshot([]tenantSource{
+		{name: "config", tenants: []Tenant{{Domain: "click.config.test", Origin: "esp"}, {Domain: "*.wild.test", Origin: "esp"}}},
+		{name: storageSource, tenants: []Tenant{{Domain: "stored.test", Origin: "esp"}}},
+	}, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := Tenant{Domain: "new.test", Origin: "esp"}
+	for _, tc := range []struct {
+		name     string
+		source   string
+		put      []Tenant
+		remove   []string
+		conflict bool
+		fails    bool
+	}{
+		{name: "valid put and remove", source: storageSource, put: []Tenant{valid, {Domain: "stored.test", Provider: "sendgrid"}}, remove: []string{"stored.test", "unknown.test"}},
+		{name: "bad region", source: storageSource, put: []Tenant{{Domain: "a.test", Provider: "customerio", Region: "ap"}}, fails: true},
+		{name: "bad second entry", source: storageSource, put: []Tenant{valid, {Domain: "b.test", Origin: "nowhere"}}, fails: true},
+		{name: "bad domain", source: storageSource, put: []Tenant{{Domain: "a..test", Origin: "esp"}}, fails: true},
+		{name: "put a config tenant", source: storageSource, put: []Tenant{valid, {Domain: "Click.Config.test", Origin: "esp"}}, conflict: true, fails: true},
+		{name: "remove a config tenant", source: storageSource, remove: []string{"click.config.test"}, conflict: true, fails: true},
+		{name: "remove a config wildcard", source: storageSource, remove: []string{"*.wild.test"}, conflict: true, fails: true},
+		{name: "put below a config wildcard", source: storageSource, put: []Tenant{{Domain: "a.wild.test", Origin: "esp"}}},
+		{name: "unknown source", source: "nowhere", put: []Tenant{valid}, fails: true},
+	} {
+		checked := s.checkChanges(tc.source, tc.put, tc.remove, resolve)
+		_, applied := s.withChanges(tc.source, tc.put, tc.remove, resolve, nil)
+		if (checked != nil) != tc.fails || fmt.Sprint(checked) != fmt.Sprint(applied) {
+			t.Errorf("%s: checkChanges: %v; withChanges: %v; want failure %t", tc.name, checked, applied, tc.fails)
+		}
+		if errors.Is(checked, errConflict) != tc.conflict {
+			t.Errorf("%s: %v, want a conflict %t", tc.name, checked, tc.conflict)
+		}
+	}
+	if s.len() != 3 {
+		t.Errorf("the registry checked changed: %d tenants", s.len())
 	}
 }

@@ -70,7 +70,12 @@ func storedTenant(r tenantstore.Record) (Tenant, error) {
 // loadStored reads every tenant kept in storage and the version read.
 func (a *App) loadStored(ctx context.Context) ([]Tenant, uint64, error) {
 	for {
+		// room for the snapshot's tenants, so that a million are not
+		// copied again and again as the list grows
 		var tenants []Tenant
+		if info, err := a.store.Info(ctx); err == nil && info.SnapshotRecords > 0 {
+			tenants = make([]Tenant, 0, info.SnapshotRecords+int64(info.JournalRecords))
+		}
 		version, err := a.store.Load(ctx, func(r tenantstore.Record) error {
 			t, err := storedTenant(r)
 			tenants = append(tenants, t)
@@ -176,7 +181,7 @@ func (a *App) compactStorage() {
 // this change and any other node's.
 func (a *App) changeStored(ctx context.Context, put []Tenant, remove []string) (map[string]bool, error) {
 	s := a.snapshot()
-	if _, err := s.withChanges(storageSource, put, remove, a.resolve, nil); err != nil {
+	if err := s.checkChanges(storageSource, put, remove, a.resolve); err != nil {
 		return nil, err
 	}
 	created := make(map[string]bool)
