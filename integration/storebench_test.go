@@ -336,6 +336,7 @@ func startBenchNode(t *testing.T, rig *storeRig, n int, last string, loaded, cli
 		}
 		pre_issuance off
 		storage_refresh_interval %s
+		change_limit 100000 1s
 	}
 }
 
