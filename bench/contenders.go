@@ -1,6 +1,6 @@
 package main
 
-// The four contenders: how each is configured and started. Edit the
+// The five contenders: how each is configured and started. Edit the
 // templates here when the linktrack Caddyfile syntax changes.
 
 import (
@@ -16,6 +16,7 @@ type setup struct {
 	dir           string // scratch directory for configs and logs
 	ca, cert, key string // bench CA; link.example.test leaf and key
 	originPort    int
+	originMode    string // "h1" or "h2", names the configs and logs of a scenario
 	caddyBin      string // ./cmd/caddy, with linktrack
 	nginxBin      string
 	origin        *proc
@@ -37,6 +38,7 @@ func contenders() []*contender {
 		{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
 		{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
 		{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
+		{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor},
 	}
 }
 
@@ -82,6 +84,7 @@ func startStockCaddy(s *setup, port int) (*proc, error) {
 // Caddy's data and config directories inside the scratch directory.
 func startCaddy(s *setup, key, bin, site string, port int) (*proc, error) {
 	cfg := caddyGlobal + "\n" + fmt.Sprintf(site, trackingHost, port, s.cert, s.key, s.originPort, s.ca)
+	key += "-" + s.originMode
 	path := filepath.Join(s.dir, key+".Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -153,7 +156,7 @@ func nginxTuned(originPort int) nginxConf {
 func startNginx(conf func(originPort int) nginxConf) func(*setup, int) (*proc, error) {
 	return func(s *setup, port int) (*proc, error) {
 		c := conf(s.originPort)
-		prefix := filepath.Join(s.dir, "nginx-"+c.key)
+		prefix := filepath.Join(s.dir, "nginx-"+c.key+"-"+s.originMode)
 		if err := os.MkdirAll(prefix, 0o755); err != nil {
 			return nil, err
 		}
@@ -170,4 +173,13 @@ func startNginx(conf func(originPort int) nginxConf) func(*setup, int) (*proc, e
 		return startProc("nginx ("+c.key+")", filepath.Join(prefix, "stderr.log"), nil,
 			s.nginxBin, "-p", prefix, "-e", filepath.Join(prefix, "error.log"), "-c", path)
 	}
+}
+
+// startGoFloor runs bench/gofloor, the leanest faithful Go proxy: HTTP/1.1
+// keep-alive to the origin whatever the origin offers.
+func startGoFloor(s *setup, port int) (*proc, error) {
+	return startProc("gofloor", filepath.Join(s.dir, "gofloor-"+s.originMode+".log"), nil,
+		filepath.Join(s.dir, "gofloor"), "-port", fmt.Sprint(port),
+		"-cert", s.cert, "-key", s.key, "-ca", s.ca,
+		"-upstream", fmt.Sprintf("https://localhost:%d", s.originPort), "-host", trackingHost)
 }

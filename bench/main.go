@@ -1,7 +1,11 @@
-// Command bench measures linktrack against stock Caddy reverse_proxy and
-// nginx (as providers document it, and tuned), all proxying TLS clicks on
-// loopback to one stand-in origin. Run it through bench/run.sh, which
-// installs wrk and nginx first; see bench/README.md.
+// Command bench measures linktrack against stock Caddy reverse_proxy,
+// nginx (as providers document it, and tuned) and the Go floor (the
+// leanest faithful Go proxy), all proxying TLS clicks on loopback to one
+// stand-in origin, once with an HTTP/1.1-only origin and once with an
+// origin that offers HTTP/2, and with clients that keep connections
+// alive and clients that open a new TLS connection per click. Run it
+// through bench/run.sh, which installs wrk and nginx first; see
+// bench/README.md.
 //
 // Environment (all optional):
 //
@@ -10,7 +14,11 @@
 //	BENCH_CONNS     wrk connections (default 64)
 //	BENCH_THREADS   wrk threads (default 2)
 //	BENCH_WARMUP    untimed warm-up seconds before each timed run (default 2)
-//	BENCH_ONLY      contenders to run, e.g. "b,c,d" (default all: a,b,c,d)
+//	BENCH_ONLY      contenders to run, e.g. "a,e" (default all: a,b,c,d,e)
+//	BENCH_ORIGIN    origin kinds, in order: h1 (HTTP/1.1 only), h2 (offers
+//	                HTTP/2 and HTTP/1.1) (default "h1,h2")
+//	BENCH_CLIENT    client modes: keepalive, close (a new connection per
+//	                request, "Connection: close") (default "keepalive,close")
 //	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
 package main
 
@@ -22,6 +30,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +42,15 @@ type config struct {
 	rounds, conns    int
 	threads          int
 	only             map[string]bool
+	origins          []string // "h1", "h2"
+	clients          []string // "keepalive", "close"
 	keep             bool
+}
+
+// scenario is one origin kind and the contenders run against it.
+type scenario struct {
+	origin string
+	cs     []*contender
 }
 
 func main() {
@@ -67,40 +84,73 @@ func run() int {
 		return 1
 	}
 
-	all := contenders()
-	var cs []*contender
-	for _, c := range all {
-		if cfg.only[c.key] {
-			cs = append(cs, c)
+	var scenarios []*scenario
+	failed := false
+	for _, om := range cfg.origins {
+		if ctx.Err() != nil {
+			break
 		}
-	}
-	ports, err := freePorts(len(cs))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		return 1
-	}
-	for i, c := range cs {
-		c.port = ports[i]
-		launch(ctx, s, c)
-	}
-	for r := 1; r <= cfg.rounds && ctx.Err() == nil; r++ {
-		for _, c := range cs {
-			if c.failed == "" && ctx.Err() == nil {
-				measure(ctx, cfg, s, c, r)
-			}
+		sc, err := runScenario(ctx, cfg, s, om)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		scenarios = append(scenarios, sc)
+		for _, c := range sc.cs {
+			failed = failed || c.failed != ""
 		}
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "bench: interrupted")
 		return 130
 	}
-	printReport(cfg, s, cs)
-	for _, c := range cs {
-		if c.failed != "" {
-			return 1
-		}
+	printReport(cfg, s, scenarios)
+	if failed {
+		return 1
 	}
 	return 0
+}
+
+// runScenario starts an origin of the given kind and the contenders in
+// front of it, measures them in interleaved rounds (each round runs
+// every client mode against every contender in turn), and stops them
+// all again.
+func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (*scenario, error) {
+	if err := startOrigin(ctx, s, originMode); err != nil {
+		return nil, err
+	}
+	defer s.origin.stop()
+	sc := &scenario{origin: originMode}
+	for _, c := range contenders() {
+		if cfg.only[c.key] {
+			sc.cs = append(sc.cs, c)
+		}
+	}
+	ports, err := freePorts(len(sc.cs))
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range sc.cs {
+		c.port = ports[i]
+		launch(ctx, s, c)
+	}
+	defer func() {
+		for _, c := range sc.cs {
+			if c.proc != nil {
+				c.proc.stop()
+			}
+		}
+	}()
+	for r := 1; r <= cfg.rounds && ctx.Err() == nil; r++ {
+		for _, cm := range cfg.clients {
+			for _, c := range sc.cs {
+				if c.failed == "" && ctx.Err() == nil {
+					measure(ctx, cfg, s, c, r, cm)
+				}
+			}
+		}
+	}
+	return sc, nil
 }
 
 func loadConfig() (config, error) {
@@ -125,15 +175,38 @@ func loadConfig() (config, error) {
 	cfg.warmup = time.Duration(num("BENCH_WARMUP", 2, 0, 60)) * time.Second
 	only := os.Getenv("BENCH_ONLY")
 	if only == "" {
-		only = "a,b,c,d"
+		only = "a,b,c,d,e"
 	}
 	for _, k := range strings.Split(only, ",") {
 		k = strings.TrimSpace(k)
-		if k < "a" || k > "d" || len(k) != 1 {
-			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-d separated by commas", only)
+		if k < "a" || k > "e" || len(k) != 1 {
+			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-e separated by commas", only)
 		}
 		cfg.only[k] = true
 	}
+	// list reads a comma-separated subset of allowed, keeping its order.
+	list := func(name, def string, allowed ...string) []string {
+		v := os.Getenv(name)
+		if v == "" {
+			v = def
+		}
+		var out []string
+		for _, x := range strings.Split(v, ",") {
+			x = strings.TrimSpace(x)
+			if !slices.Contains(allowed, x) {
+				if err == nil {
+					err = fmt.Errorf("%s=%q: want some of %s separated by commas", name, v, strings.Join(allowed, ", "))
+				}
+				return nil
+			}
+			if !slices.Contains(out, x) {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	cfg.origins = list("BENCH_ORIGIN", "h1,h2", "h1", "h2")
+	cfg.clients = list("BENCH_CLIENT", "keepalive,close", "keepalive", "close")
 	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
 	return cfg, err
 }
@@ -159,8 +232,8 @@ func prepare(ctx context.Context, cfg config) (*setup, error) {
 		s.nginxBin = "/usr/sbin/nginx"
 	}
 
-	step("building bench/certs and bench/origin")
-	for _, pkg := range []string{"certs", "origin"} {
+	step("building bench/certs, bench/origin and bench/gofloor")
+	for _, pkg := range []string{"certs", "origin", "gofloor"} {
 		if out, err := goBuild(ctx, filepath.Join(dir, pkg), "./bench/"+pkg); err != nil {
 			return s, fmt.Errorf("building bench/%s: %v\n%s", pkg, err, out)
 		}
@@ -177,24 +250,48 @@ func prepare(ctx context.Context, cfg config) (*setup, error) {
 		s.caddyBin = filepath.Join(dir, "caddy")
 	}
 
+	return s, nil
+}
+
+// startOrigin starts the origin: "h1" speaks HTTP/1.1 only, "h2" offers
+// HTTP/2 as well.
+func startOrigin(ctx context.Context, s *setup, mode string) error {
 	ports, err := freePorts(1)
 	if err != nil {
-		return s, err
+		return err
 	}
-	s.originPort = ports[0]
-	step(fmt.Sprintf("starting origin on https://localhost:%d", s.originPort))
-	p, err := startProc("origin", filepath.Join(dir, "origin.log"), nil, filepath.Join(dir, "origin"),
-		"-port", strconv.Itoa(s.originPort),
-		"-cert", filepath.Join(dir, "origin.pem"), "-key", filepath.Join(dir, "origin.key"))
+	s.originPort, s.originMode = ports[0], mode
+	args := []string{"-port", strconv.Itoa(s.originPort),
+		"-cert", filepath.Join(s.dir, "origin.pem"), "-key", filepath.Join(s.dir, "origin.key")}
+	if mode == "h2" {
+		args = append(args, "-h2")
+	}
+	step(fmt.Sprintf("starting origin (%s) on https://localhost:%d", originLabel(mode), s.originPort))
+	p, err := startProc("origin ("+mode+")", filepath.Join(s.dir, "origin-"+mode+".log"), nil,
+		filepath.Join(s.dir, "origin"), args...)
 	if err != nil {
-		return s, err
+		return err
 	}
 	s.origin = p
 	c, err := newClient(s.ca, "localhost")
 	if err != nil {
-		return s, err
+		return err
 	}
-	return s, waitReady(ctx, p, c, s.originPort, "localhost")
+	return waitReady(ctx, p, c, s.originPort, "localhost")
+}
+
+func originLabel(mode string) string {
+	if mode == "h2" {
+		return "offers HTTP/2 and HTTP/1.1"
+	}
+	return "HTTP/1.1 only"
+}
+
+func clientLabel(mode string) string {
+	if mode == "close" {
+		return "Connection: close, a new TLS connection per click"
+	}
+	return "keep-alive"
 }
 
 // launch starts one contender, waits until it answers and checks one
@@ -232,7 +329,7 @@ func launch(ctx context.Context, s *setup, c *contender) {
 
 // measure runs one warm-up and one timed wrk run against c, sampling the
 // CPU time of c's process tree (and of the origin) around the timed run.
-func measure(ctx context.Context, cfg config, s *setup, c *contender, round int) {
+func measure(ctx context.Context, cfg config, s *setup, c *contender, round int, client string) {
 	fail := func(err error) {
 		c.failed = fmt.Sprintf("round %d: %v", round, err)
 		if ctx.Err() == nil { // an interrupt is reported once, by run
@@ -250,14 +347,14 @@ func measure(ctx context.Context, cfg config, s *setup, c *contender, round int)
 		return
 	}
 	if cfg.warmup > 0 {
-		if _, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.warmup); err != nil {
+		if _, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.warmup, client == "close"); err != nil {
 			fail(fmt.Errorf("warm-up: %v", err))
 			return
 		}
 	}
 	cpu0, _ := treeCPU(c.proc.pid())
 	ocpu0, _ := treeCPU(s.origin.pid())
-	res, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.duration)
+	res, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.duration, client == "close")
 	cpu1, nprocs := treeCPU(c.proc.pid())
 	ocpu1, _ := treeCPU(s.origin.pid())
 	if err != nil {
@@ -269,13 +366,13 @@ func measure(ctx context.Context, cfg config, s *setup, c *contender, round int)
 		return
 	}
 	rr := roundResult{
-		round: round, wrk: res, procs: nprocs,
+		round: round, client: client, wrk: res, procs: nprocs,
 		cpuUs:       (cpu1 - cpu0) * 1e6 / float64(res.Requests),
 		originCPUUs: (ocpu1 - ocpu0) * 1e6 / float64(res.Requests),
 	}
 	c.rounds = append(c.rounds, rr)
-	fmt.Printf("  round %d %s) %-34s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %6.1f µs/req (%d procs)  origin CPU %6.1f µs/req%s\n",
-		round, c.key, c.name, res.RPS(), res.P50us/1e3, res.P99us/1e3, rr.cpuUs, nprocs, rr.originCPUUs, errNote(res))
+	fmt.Printf("  round %d %-9s %s) %-34s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %6.1f µs/req (%d procs)  origin CPU %6.1f µs/req%s\n",
+		round, client, c.key, c.name, res.RPS(), res.P50us/1e3, res.P99us/1e3, rr.cpuUs, nprocs, rr.originCPUUs, errNote(res))
 }
 
 func errNote(r wrkResult) string {

@@ -13,6 +13,7 @@ import (
 // roundResult is one timed run of one contender.
 type roundResult struct {
 	round       int
+	client      string // "keepalive" or "close"
 	wrk         wrkResult
 	procs       int     // processes in the contender's tree (nginx: master + workers)
 	cpuUs       float64 // proxy CPU µs per completed request
@@ -32,77 +33,123 @@ func median(xs []float64) float64 {
 	}
 }
 
-// med returns the median over c's rounds of f.
-func (c *contender) med(f func(roundResult) float64) float64 {
+// med returns the median over c's rounds in client mode cm of f.
+func (c *contender) med(cm string, f func(roundResult) float64) float64 {
 	var xs []float64
 	for _, r := range c.rounds {
-		xs = append(xs, f(r))
+		if r.client == cm {
+			xs = append(xs, f(r))
+		}
 	}
 	return median(xs)
 }
 
-func (c *contender) rps() float64 { return c.med(func(r roundResult) float64 { return r.wrk.RPS() }) }
-func (c *contender) cpu() float64 { return c.med(func(r roundResult) float64 { return r.cpuUs }) }
+func (c *contender) count(cm string) int {
+	n := 0
+	for _, r := range c.rounds {
+		if r.client == cm {
+			n++
+		}
+	}
+	return n
+}
 
-func printReport(cfg config, s *setup, cs []*contender) {
-	fmt.Printf("\n## Benchmark: linktrack vs Caddy reverse_proxy vs nginx\n\n")
-	fmt.Printf("%s\n\n", describe(cfg, s))
-	fmt.Println("| contender | req/s (median) | p50 ms | p99 ms | proxy CPU µs/req (median) | rounds |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+func (c *contender) rps(cm string) float64 {
+	return c.med(cm, func(r roundResult) float64 { return r.wrk.RPS() })
+}
+
+func (c *contender) cpu(cm string) float64 {
+	return c.med(cm, func(r roundResult) float64 { return r.cpuUs })
+}
+
+func printReport(cfg config, s *setup, scenarios []*scenario) {
+	fmt.Printf("\n## Benchmark: linktrack vs Caddy reverse_proxy vs nginx vs the Go floor\n\n")
+	fmt.Printf("%s\n", describe(cfg, s))
+	for _, sc := range scenarios {
+		for _, cm := range cfg.clients {
+			printTable(cfg, sc, cm)
+		}
+	}
+	fmt.Println("\np50 and p99 are medians over rounds of wrk's per-run percentiles; wrk starts a request's " +
+		"clock when it writes it, so with Connection: close the client's handshake is not in them.")
+
+	fmt.Println("\n### Raw rounds")
+	fmt.Println("\n| origin | client | round | contender | req/s | p50 ms | p99 ms | proxy CPU µs/req | origin CPU µs/req | procs | errors |")
+	fmt.Println("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
+	for _, sc := range scenarios {
+		for r := 1; r <= cfg.rounds; r++ {
+			for _, cm := range cfg.clients {
+				for _, c := range sc.cs {
+					for _, rr := range c.rounds {
+						if rr.round != r || rr.client != cm {
+							continue
+						}
+						errs := rr.wrk.ErrorsText
+						if errs == "" {
+							errs = "0"
+						}
+						fmt.Printf("| %s | %s | %d | %s) %s | %.0f | %.2f | %.2f | %.1f | %.1f | %d | %s |\n",
+							sc.origin, cm, r, c.key, c.name, rr.wrk.RPS(), rr.wrk.P50us/1e3, rr.wrk.P99us/1e3,
+							rr.cpuUs, rr.originCPUUs, rr.procs, errs)
+					}
+				}
+			}
+		}
+	}
+	for _, sc := range scenarios {
+		for _, c := range sc.cs {
+			if c.failed != "" {
+				fmt.Printf("\n%s origin: %s) %s failed: %s\n", sc.origin, c.key, c.name, briefly(c.failed))
+			}
+		}
+	}
+}
+
+// printTable prints the medians of one origin kind and client mode, with
+// each contender's CPU per request as a ratio to linktrack's, then the
+// headline ratios.
+func printTable(cfg config, sc *scenario, cm string) {
+	fmt.Printf("\n### Origin %s, clients %s (wrk -t%d -c%d)\n\n", originLabel(sc.origin), clientLabel(cm), cfg.threads, cfg.conns)
+	fmt.Println("| contender | req/s | p50 ms | p99 ms | proxy CPU µs/req | CPU ratio to linktrack | origin CPU µs/req | rounds |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
 	byKey := map[string]*contender{}
-	for _, c := range cs {
+	for _, c := range sc.cs {
 		byKey[c.key] = c
-		if len(c.rounds) == 0 {
-			fmt.Printf("| %s) %s | failed | – | – | – | 0/%d |\n", c.key, c.name, cfg.rounds)
+	}
+	lt := byKey["a"]
+	for _, c := range sc.cs {
+		n := c.count(cm)
+		if n == 0 {
+			fmt.Printf("| %s) %s | failed | – | – | – | – | – | 0/%d |\n", c.key, c.name, cfg.rounds)
 			continue
 		}
-		fmt.Printf("| %s) %s | %.0f | %.2f | %.2f | %.1f | %d/%d |\n", c.key, c.name, c.rps(),
-			c.med(func(r roundResult) float64 { return r.wrk.P50us / 1e3 }),
-			c.med(func(r roundResult) float64 { return r.wrk.P99us / 1e3 }),
-			c.cpu(), len(c.rounds), cfg.rounds)
+		rel := "–"
+		if lt != nil && lt.count(cm) > 0 && lt.cpu(cm) > 0 {
+			rel = fmt.Sprintf("%.2f", c.cpu(cm)/lt.cpu(cm))
+		}
+		fmt.Printf("| %s) %s | %.0f | %.2f | %.2f | %.1f | %s | %.1f | %d/%d |\n", c.key, c.name, c.rps(cm),
+			c.med(cm, func(r roundResult) float64 { return r.wrk.P50us / 1e3 }),
+			c.med(cm, func(r roundResult) float64 { return r.wrk.P99us / 1e3 }),
+			c.cpu(cm), rel, c.med(cm, func(r roundResult) float64 { return r.originCPUUs }), n, cfg.rounds)
 	}
-	fmt.Println("\np50 and p99 are medians over rounds of wrk's per-run percentiles.")
 
 	fmt.Println("\nRatios (medians):")
-	ratio := func(label, ka, kb string, f func(*contender) float64, unit string) {
+	ratio := func(label, ka, kb string, f func(*contender, string) float64, unit string) {
 		a, b := byKey[ka], byKey[kb]
 		switch {
 		case a == nil || b == nil:
 			fmt.Printf("- %s: not run\n", label)
-		case len(a.rounds) == 0 || len(b.rounds) == 0 || f(b) == 0:
+		case a.count(cm) == 0 || b.count(cm) == 0 || f(b, cm) == 0:
 			fmt.Printf("- %s: n/a (a contender failed)\n", label)
 		default:
-			fmt.Printf("- %s: **%.2f** (%.1f / %.1f %s)\n", label, f(a)/f(b), f(a), f(b), unit)
+			fmt.Printf("- %s: **%.2f** (%.1f / %.1f %s)\n", label, f(a, cm)/f(b, cm), f(a, cm), f(b, cm), unit)
 		}
 	}
 	cpu := (*contender).cpu
+	ratio("linktrack CPU / Go floor CPU", "a", "e", cpu, "µs/req")
 	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
 	ratio("linktrack req/s / nginx-documented req/s", "a", "c", (*contender).rps, "req/s")
 	ratio("linktrack CPU / nginx-tuned CPU", "a", "d", cpu, "µs/req")
-
-	fmt.Println("\nRaw rounds:")
-	fmt.Println("\n| round | contender | req/s | p50 ms | p99 ms | proxy CPU µs/req | origin CPU µs/req | procs | errors |")
-	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|---|")
-	for r := 1; r <= cfg.rounds; r++ {
-		for _, c := range cs {
-			for _, rr := range c.rounds {
-				if rr.round != r {
-					continue
-				}
-				errs := rr.wrk.ErrorsText
-				if errs == "" {
-					errs = "0"
-				}
-				fmt.Printf("| %d | %s) %s | %.0f | %.2f | %.2f | %.1f | %.1f | %d | %s |\n", r, c.key, c.name,
-					rr.wrk.RPS(), rr.wrk.P50us/1e3, rr.wrk.P99us/1e3, rr.cpuUs, rr.originCPUUs, rr.procs, errs)
-			}
-		}
-	}
-	for _, c := range cs {
-		if c.failed != "" {
-			fmt.Printf("\n%s) %s failed: %s\n", c.key, c.name, briefly(c.failed))
-		}
-	}
 }
 
 // describe is one paragraph on the setup, with tool versions.
@@ -118,9 +165,10 @@ func describe(cfg config, s *setup) string {
 		v = append(v, "wrk "+wv[1])
 	}
 	v = append(v, runtime.Version())
-	return fmt.Sprintf("Loopback, TLS on both sides, HTTP/1.1 to the origin; wrk -t%d -c%d keep-alive, "+
-		"%s timed after a %s warm-up per contender per round, %d interleaved rounds; %d CPUs. "+
+	return fmt.Sprintf("Loopback, TLS on both sides; origins: %s; clients: %s; wrk -t%d -c%d, "+
+		"%s timed after a %s warm-up per contender per client mode per round, %d interleaved rounds; %d CPUs. "+
 		"Proxy CPU = utime+stime of the proxy's process tree over the timed run ÷ requests. %s.",
+		strings.Join(cfg.origins, ", "), strings.Join(cfg.clients, ", "),
 		cfg.threads, cfg.conns, cfg.duration, cfg.warmup, cfg.rounds, runtime.NumCPU(), strings.Join(v, ", "))
 }
 

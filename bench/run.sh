@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# bench/run.sh — benchmark linktrack against stock Caddy reverse_proxy and
-# nginx (documented config, and tuned with upstream keep-alive).
+# bench/run.sh — benchmark linktrack against stock Caddy reverse_proxy,
+# nginx (documented config, and tuned with upstream keep-alive) and the Go
+# floor (bench/gofloor), against an HTTP/1.1-only origin and one that
+# offers HTTP/2, with keep-alive and Connection: close clients.
 #
 # Usage, from anywhere in the repository:
 #
@@ -8,11 +10,12 @@
 #
 # Optional environment: BENCH_DURATION (s per timed run, default 10),
 # BENCH_ROUNDS (default 3), BENCH_CONNS (default 64), BENCH_THREADS (2),
-# BENCH_WARMUP (s, default 2), BENCH_ONLY (e.g. "b,c,d"), BENCH_KEEP=1.
+# BENCH_WARMUP (s, default 2), BENCH_ONLY (e.g. "a,e"), BENCH_ORIGIN
+# (h1,h2), BENCH_CLIENT (keepalive,close), BENCH_KEEP=1.
 #
 # It installs wrk and nginx with apt-get when missing (needs root), builds
 # the Go orchestrator (bench/*.go) and runs it. The orchestrator builds
-# ./cmd/caddy, bench/origin and bench/certs, starts everything on
+# ./cmd/caddy, bench/origin, bench/gofloor and bench/certs, starts everything on
 # 127.0.0.1 only, and prints a markdown report on stdout. Every process it
 # started is stopped on exit, Ctrl-C included. See bench/README.md.
 set -euo pipefail

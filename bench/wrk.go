@@ -31,15 +31,22 @@ func (r wrkResult) RPS() float64 { return float64(r.Requests) / r.Seconds }
 
 // runWrk loads https://link.example.test:port<clickPath> (connecting to
 // 127.0.0.1, see report.lua) for dur with keep-alive connections. It is
-// killed if it runs 30s past dur.
-func runWrk(ctx context.Context, script string, port, threads, conns int, dur time.Duration) (wrkResult, error) {
+// killed if it runs 30s past dur. With closeEach, every request carries
+// "Connection: close": the server closes the connection after the
+// response and wrk opens a new one (TCP and TLS handshake) for the next
+// request. wrk starts a request's latency clock when it writes the
+// request, after the handshake.
+func runWrk(ctx context.Context, script string, port, threads, conns int, dur time.Duration, closeEach bool) (wrkResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, dur+30*time.Second)
 	defer cancel()
 	url := fmt.Sprintf("https://%s:%d%s", trackingHost, port, clickPath)
-	cmd := exec.CommandContext(ctx, "wrk",
-		"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+	args := []string{"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", int(dur.Seconds())),
-		"-s", script, "-H", "Host: "+trackingHost, url)
+		"-s", script, "-H", "Host: " + trackingHost}
+	if closeEach {
+		args = append(args, "-H", "Connection: close")
+	}
+	cmd := exec.CommandContext(ctx, "wrk", append(args, url)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -26,24 +26,36 @@ var hopByHopHeaders = []string{
 	"Upgrade",
 }
 
+// outgoing is everything built for one request to the origin, in one
+// allocation instead of six: the request, its URL, the values of the
+// X-Forwarded-* fields and the empty body of a bodyless request.
+type outgoing struct {
+	req       http.Request
+	url       url.URL
+	forwarded [3]string
+	unsent    unsentBody
+}
+
 // outgoingRequest builds the request sent to the origin. It shares the
 // incoming request's context, body and header values, and never
 // modifies the incoming request.
 func (p *originProxy) outgoingRequest(w http.ResponseWriter, r *http.Request, host string, maxBodySize int64) *http.Request {
-	out := new(http.Request)
+	o := new(outgoing)
+	out := &o.req
 	*out = *r
-	out.URL = p.originURL(r.URL)
+	p.setOriginURL(&o.url, r.URL)
+	out.URL = &o.url
 	out.Host = host
 	out.RequestURI = ""
 	out.Close = false
-	out.Header = outgoingHeader(r, host)
+	out.Header = outgoingHeader(r, host, &o.forwarded)
 
 	switch {
 	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
 		out.Body, out.ContentLength = nil, 0
 		if p.guardReplay && replayable(r) {
 			// never sent twice by the transport; see noreplay.go
-			out.Body, out.TransferEncoding = new(unsentBody), identityEncoding
+			out.Body, out.TransferEncoding = &o.unsent, identityEncoding
 		}
 	default:
 		out.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, maxBodySize)}
@@ -78,7 +90,14 @@ func (b *clientBody) Read(p []byte) (int, error) {
 // encoding; only a path that both begins with "//" and holds such a
 // byte is re-escaped.
 func (p *originProxy) originURL(in *url.URL) *url.URL {
-	u := &url.URL{
+	u := new(url.URL)
+	p.setOriginURL(u, in)
+	return u
+}
+
+// setOriginURL sets u to originURL(in) without allocating it.
+func (p *originProxy) setOriginURL(u *url.URL, in *url.URL) {
+	*u = url.URL{
 		Scheme:     p.url.Scheme,
 		Host:       p.url.Host,
 		RawQuery:   in.RawQuery,
@@ -93,7 +112,6 @@ func (p *originProxy) originURL(in *url.URL) *url.URL {
 	default:
 		u.Opaque = in.RawPath
 	}
-	return u
 }
 
 // requestTarget returns the path and query of u as the client sent them.
@@ -114,8 +132,9 @@ func requestTarget(u *url.URL) string {
 // outgoingHeader returns the header sent to the origin: the client's
 // end-to-end fields with their values in order, plus X-Forwarded-For,
 // X-Forwarded-Proto and X-Forwarded-Host. Nothing else is added; in
-// particular no User-Agent, Accept-Encoding or Via.
-func outgoingHeader(r *http.Request, host string) http.Header {
+// particular no User-Agent, Accept-Encoding or Via. The X-Forwarded-*
+// values are stored in forwarded, which the caller allocates.
+func outgoingHeader(r *http.Request, host string, forwarded *[3]string) http.Header {
 	out := make(http.Header, len(r.Header)+3)
 	for name, values := range r.Header {
 		out[name] = values
@@ -132,14 +151,16 @@ func outgoingHeader(r *http.Request, host string) http.Header {
 		out["User-Agent"] = []string{""}
 	}
 
-	setForwarded(out, r, host)
+	setForwarded(out, r, host, forwarded)
 	return out
 }
 
 // setForwarded sets the X-Forwarded-* fields. Values sent by the client
 // are kept only when the peer is one of the server's trusted_proxies;
 // otherwise they are replaced, so clients cannot spoof their address.
-func setForwarded(header http.Header, r *http.Request, host string) {
+// Each field's one value is stored in vals and the field holds a slice
+// of it with no room to grow, so no append reaches a neighbour.
+func setForwarded(header http.Header, r *http.Request, host string, vals *[3]string) {
 	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 
 	peer, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -151,11 +172,14 @@ func setForwarded(header http.Header, r *http.Request, host string) {
 	prior := header["X-Forwarded-For"]
 	switch {
 	case trusted && len(prior) > 0 && peer != "":
-		header["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
+		vals[0] = strings.Join(prior, ", ") + ", " + peer
+		header["X-Forwarded-For"] = vals[0:1:1]
 	case trusted && len(prior) > 0:
-		header["X-Forwarded-For"] = []string{strings.Join(prior, ", ")}
+		vals[0] = strings.Join(prior, ", ")
+		header["X-Forwarded-For"] = vals[0:1:1]
 	case peer != "":
-		header["X-Forwarded-For"] = []string{peer}
+		vals[0] = peer
+		header["X-Forwarded-For"] = vals[0:1:1]
 	default:
 		delete(header, "X-Forwarded-For")
 	}
@@ -167,8 +191,9 @@ func setForwarded(header http.Header, r *http.Request, host string) {
 	if prior := header["X-Forwarded-Proto"]; trusted && len(prior) > 0 && prior[len(prior)-1] != "" {
 		proto = prior[len(prior)-1]
 	}
-	header["X-Forwarded-Proto"] = []string{proto}
-	header["X-Forwarded-Host"] = []string{host}
+	vals[1], vals[2] = proto, host
+	header["X-Forwarded-Proto"] = vals[1:2:2]
+	header["X-Forwarded-Host"] = vals[2:3:3]
 }
 
 // removeHopByHop deletes hop-by-hop fields, including those named in

@@ -1,5 +1,6 @@
 // Command origin is the benchmark's stand-in for an email provider's click
-// tracking endpoint. Over HTTPS (HTTP/1.1 only, keep-alive on) it answers
+// tracking endpoint. Over HTTPS (HTTP/1.1 only, keep-alive on; with -h2
+// it offers HTTP/2 in ALPN as well, as most providers' origins do) it answers
 //
 //	/health      200 {}
 //	anything     302 Location: https://shop.example.com/p?utm_source=email&utm_campaign=x
@@ -28,6 +29,7 @@ func main() {
 	port := flag.Int("port", 0, "TCP port (required)")
 	certFile := flag.String("cert", "origin.pem", "certificate PEM")
 	keyFile := flag.String("key", "origin.key", "private key PEM")
+	h2 := flag.Bool("h2", false, "offer HTTP/2 as well as HTTP/1.1")
 	flag.Parse()
 	if *port == 0 {
 		log.Fatal("origin: -port is required")
@@ -52,9 +54,11 @@ func main() {
 		w.Write([]byte(body))
 	})
 
-	// HTTP/1.1 only: no "h2" in ALPN, so every proxy speaks HTTP/1.1 to us.
+	// Without -h2, HTTP/1.1 only: no "h2" in ALPN, so every proxy speaks
+	// HTTP/1.1 to us. With -h2, a proxy that offers h2 gets it.
 	var protos http.Protocols
 	protos.SetHTTP1(true)
+	protos.SetHTTP2(*h2)
 	srv := &http.Server{
 		Handler:   mux,
 		Protocols: &protos,
