@@ -90,6 +90,9 @@ func multiTenantConfig(ports multiTenantPorts, storage string, acme *acmeCA, ori
 	%s
 	acme_ca %s
 	acme_ca_root %s
+	# an account email: without one, certmagic's concurrent first orders
+	# can register the contact mailto:default, which Pebble refuses
+	email ops@linktrack.test
 	on_demand_tls {
 		permission linktrack
 	}
