@@ -261,6 +261,19 @@ func waitSoonestExpiry(t *testing.T, adminPort int, left, timeout time.Duration)
 // validity from an hour ago: days, so none is in its renewal window.
 func writeStoredCertificates(t *testing.T, root, issuerKey string, ca *standin.CA, domains []string, validity time.Duration) {
 	t.Helper()
+	file := func(key string) string { return filepath.Join(root, filepath.FromSlash(key)) }
+	writeCertificates(t, issuerKey, ca, domains, validity, 8, func(key string, value []byte) error {
+		if err := os.MkdirAll(filepath.Dir(file(key)), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(file(key), value, 0o600)
+	})
+}
+
+// writeCertificates is writeStoredCertificates through store, which
+// writes one storage key, from workers goroutines at once.
+func writeCertificates(t *testing.T, issuerKey string, ca *standin.CA, domains []string, validity time.Duration, workers int, store func(key string, value []byte) error) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -275,12 +288,11 @@ func writeStoredCertificates(t *testing.T, root, issuerKey string, ca *standin.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := func(key string) string { return filepath.Join(root, filepath.FromSlash(key)) }
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
+	errs := make(chan error, workers)
+	for range workers {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
@@ -305,17 +317,12 @@ func writeStoredCertificates(t *testing.T, root, issuerKey string, ca *standin.C
 				// the leaf, then its issuer, as an ACME CA sends the chain
 				chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CertPEM...)
 				meta, _ := json.Marshal(map[string]any{"sans": []string{d}})
-				certFile := file(certmagic.StorageKeys.SiteCert(issuerKey, d))
-				if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
-					errs <- err
-					return
-				}
 				for name, content := range map[string][]byte{
-					certFile: chain,
-					file(certmagic.StorageKeys.SitePrivateKey(issuerKey, d)): keyPEM,
-					file(certmagic.StorageKeys.SiteMeta(issuerKey, d)):       meta,
+					certmagic.StorageKeys.SiteCert(issuerKey, d):       chain,
+					certmagic.StorageKeys.SitePrivateKey(issuerKey, d): keyPEM,
+					certmagic.StorageKeys.SiteMeta(issuerKey, d):       meta,
 				} {
-					if err := os.WriteFile(name, content, 0o600); err != nil {
+					if err := store(name, content); err != nil {
 						errs <- err
 						return
 					}

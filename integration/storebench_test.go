@@ -285,8 +285,14 @@ func measureStoreBench(t *testing.T, r *storeBenchResult) {
 // snapshot. It returns the snapshot's size.
 func populateStore(t *testing.T, storage string, n int) int64 {
 	t.Helper()
+	return populateStoreOn(t, &certmagic.FileStorage{Path: storage}, n)
+}
+
+// populateStoreOn is populateStore on any storage.
+func populateStoreOn(t *testing.T, storage certmagic.Storage, n int) int64 {
+	t.Helper()
 	ctx := context.Background()
-	store := tenantstore.New(&certmagic.FileStorage{Path: storage}, tenantstore.Options{})
+	store := tenantstore.New(storage, tenantstore.Options{})
 	change := tenantstore.Change{Put: make([]tenantstore.Record, n)}
 	for i := range n {
 		d := storeBenchDomain(i)
