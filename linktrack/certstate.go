@@ -256,29 +256,42 @@ func (c *certStates) scanStorage(ctx context.Context, stop <-chan struct{}) {
 	if err != nil {
 		return
 	}
+	// a distributed storage answers each load in a round trip: load
+	// several at once
+	keys := make(chan [2]string)
+	var loaders sync.WaitGroup
+	for range scanLoaders {
+		loaders.Go(func() {
+			for k := range keys {
+				if cert, err := c.loadCert(ctx, certmagic.StorageKeys.SiteCert(k[0], k[1])); err == nil {
+					c.record(k[1], cert.NotBefore, cert.NotAfter, time.Time{})
+				}
+			}
+		})
+	}
+	defer loaders.Wait()
+	defer close(keys)
 	for _, issuer := range issuers {
 		sites, err := c.app.storage.List(ctx, issuer, false)
 		if err != nil {
 			continue
 		}
 		for _, site := range sites {
-			select {
-			case <-stop:
-				return
-			default:
-			}
 			name := path.Base(site)
 			if _, ok := c.app.snapshot().lookup(name); !ok {
 				continue
 			}
-			cert, err := c.loadCert(ctx, certmagic.StorageKeys.SiteCert(path.Base(issuer), name))
-			if err != nil {
-				continue
+			select {
+			case keys <- [2]string{path.Base(issuer), name}:
+			case <-stop:
+				return
 			}
-			c.record(name, cert.NotBefore, cert.NotAfter, time.Time{})
 		}
 	}
 }
+
+// scanLoaders is how many certificates the start-up scan loads at once.
+const scanLoaders = 8
 
 // inCooldown reports whether no order may be placed for name yet, and
 // until when.
