@@ -3,6 +3,8 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -191,54 +193,98 @@ func TestRedisLockHolderKilled(t *testing.T) {
 	}
 }
 
-// clicker sends plain-HTTP clicks for known tenants through nodes
-// until stopped, counting answers.
+// clicker sends clicks for known tenants through nodes until stopped,
+// counting answers: plain-HTTP clicks, and HTTPS clicks through the nodes
+// it has roots for, verified against those roots.
 type clicker struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	failures   []string
-	stop       chan struct{}
-	stopOnce   sync.Once
-	wg         sync.WaitGroup
+	// ok counts the clicks answered over either; okTLS those over HTTPS.
+	ok, okTLS, failed atomic.Int64
+	mu                sync.Mutex
+	failures          []string
+	stop              chan struct{}
+	stopOnce          sync.Once
+	wg                sync.WaitGroup
 }
 
-func startClicks(nodes []*storeNode, domains []string) *clicker {
+func startClicks(nodes []*storeNode, domains []string, roots map[*storeNode]*x509.CertPool) *clicker {
 	c := &clicker{stop: make(chan struct{})}
 	for _, n := range nodes {
-		c.wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-c.stop:
-					return
-				default:
-				}
-				host := domains[i%len(domains)]
-				status, err := func() (int, error) {
-					conn, err := standin.DialRaw(fmt.Sprintf("127.0.0.1:%d", n.httpPort), nil)
-					if err != nil {
-						return 0, err
-					}
-					defer conn.Close()
-					res, err := conn.Do(standin.RawRequest{Method: "GET", Target: "/ls/click", Host: host}, 10*time.Second)
-					if err != nil {
-						return 0, err
-					}
-					return res.Status, nil
-				}()
-				if err == nil && status == 302 {
-					c.ok.Add(1)
-					continue
-				}
-				c.failed.Add(1)
-				c.mu.Lock()
-				if len(c.failures) < 10 {
-					c.failures = append(c.failures, fmt.Sprintf("%s via port %d: %d %v", host, n.httpPort, status, err))
-				}
-				c.mu.Unlock()
-			}
-		})
+		c.wg.Go(func() { c.run(n, domains, nil) })
+		if pool := roots[n]; pool != nil {
+			c.wg.Go(func() { c.run(n, domains, pool) })
+		}
 	}
 	return c
+}
+
+// run clicks through n until stopped, over HTTPS verified against roots,
+// or over plain HTTP when roots is nil; each click on a new connection,
+// so each HTTPS click completes a handshake.
+func (c *clicker) run(n *storeNode, domains []string, roots *x509.CertPool) {
+	for i := 0; ; i++ {
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+		host := domains[i%len(domains)]
+		port := n.httpPort
+		if roots != nil {
+			port = n.httpsPort
+		}
+		status, err := clickOnce(port, host, roots)
+		if err == nil && status == 302 {
+			c.ok.Add(1)
+			if roots != nil {
+				c.okTLS.Add(1)
+			}
+			continue
+		}
+		c.failed.Add(1)
+		c.mu.Lock()
+		if len(c.failures) < 10 {
+			c.failures = append(c.failures, fmt.Sprintf("%s via port %d: %d %v", host, port, status, err))
+		}
+		c.mu.Unlock()
+	}
+}
+
+// clickOnce sends one click for host to port: over HTTPS with SNI host,
+// verified against roots, or over plain HTTP when roots is nil.
+func clickOnce(port int, host string, roots *x509.CertPool) (int, error) {
+	var cfg *tls.Config
+	if roots != nil {
+		cfg = &tls.Config{RootCAs: roots, ServerName: host}
+	}
+	conn, err := standin.DialRaw(fmt.Sprintf("127.0.0.1:%d", port), cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	res, err := conn.Do(standin.RawRequest{Method: "GET", Target: "/ls/click", Host: host}, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	return res.Status, nil
+}
+
+// internalRoot returns the root certificate of node n's internal CA,
+// from the admin API: with Redis storage there is no file to read it
+// from.
+func internalRoot(t *testing.T, n *storeNode) *x509.CertPool {
+	t.Helper()
+	status, body := n.admin(t, "GET", "/pki/ca/local", "")
+	var ca struct {
+		Root string `json:"root_certificate"`
+	}
+	if err := json.Unmarshal([]byte(body), &ca); status != 200 || err != nil {
+		t.Fatalf("GET /pki/ca/local, node on port %d: %d %s (%v)", n.adminPort, status, body, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(ca.Root)) {
+		t.Fatalf("node on port %d: no root certificate in %s", n.adminPort, body)
+	}
+	return pool
 }
 
 func (c *clicker) halt() {
@@ -260,15 +306,15 @@ func (c *clicker) waitClicks(t *testing.T, count int64) {
 }
 
 // redisOutage is how long TestRedisDownUnderClicks keeps Redis down.
-const redisOutage = 10 * time.Second
+const redisOutage = 30 * time.Second
 
 // TestRedisDownUnderClicks: with Redis down, every node keeps serving
-// its tenants from memory (no failed click), admin changes get 503
-// naming the storage, and once Redis is back the nodes follow changes
-// again without a restart.
+// its tenants and their certificates from memory (no failed click over
+// HTTP or HTTPS), admin changes get 503 naming the storage, and once
+// Redis is back the nodes follow changes again without a restart.
 func TestRedisDownUnderClicks(t *testing.T) {
 	rig := newStoreRigOn(t, "redis")
-	a, b := startStoreNode(t, rig), startStoreNode(t, rig)
+	a, b := startStoreNodeTLS(t, rig, true), startStoreNodeTLS(t, rig, true)
 	var domains []string
 	for i := range 20 {
 		domains = append(domains, fmt.Sprintf("known-%02d.brand.test", i))
@@ -277,13 +323,40 @@ func TestRedisDownUnderClicks(t *testing.T) {
 		t.Fatalf("bulk POST: %d %s", status, body)
 	}
 	b.waitTenants(t, 21)
-	clicks := startClicks([]*storeNode{a, b}, append(domains, "click.config.test"))
+	known := append(domains, "click.config.test")
+	// every node holds every tenant's certificate before the outage: a
+	// verified HTTPS click through each node, for each tenant, answered
+	// (pre-issuance obtains them in the background; a click not yet
+	// answered is retried for a bounded time)
+	roots := map[*storeNode]*x509.CertPool{}
+	for _, n := range []*storeNode{a, b} {
+		roots[n] = internalRoot(t, n)
+		for _, d := range known {
+			deadline := time.Now().Add(time.Minute)
+			for {
+				status, err := clickOnce(n.httpsPort, d, roots[n])
+				if err == nil && status == 302 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("HTTPS click for %s, node on port %d, before the outage: %d %v", d, n.adminPort, status, err)
+				}
+				time.Sleep(200 * time.Millisecond) // the pace of the retries
+			}
+		}
+	}
+	obtained := 0
+	for _, n := range []*storeNode{a, b} {
+		obtained += len(n.caddy.logEntriesNamed("tenant certificate obtained"))
+	}
+	t.Logf("before the outage: every tenant answered over HTTPS on both nodes; %d certificates obtained in all", obtained)
+	clicks := startClicks([]*storeNode{a, b}, known, roots)
 	defer clicks.halt()
 	clicks.waitClicks(t, 50)
 
 	rig.be.redis.Stop(true) // saved: it comes back with its data
 	down := time.Now()
-	okBefore := clicks.ok.Load()
+	okBefore, okTLSBefore := clicks.ok.Load(), clicks.okTLS.Load()
 	for _, n := range []*storeNode{a, b} {
 		n.caddy.waitLog(t, "reading stored tenant changes; keeping the registry in use", nil)
 	}
@@ -297,7 +370,7 @@ func TestRedisDownUnderClicks(t *testing.T) {
 		t.Errorf("DELETE with Redis down: %d %s, want 503", status, body)
 	}
 	<-time.After(time.Until(down.Add(redisOutage))) // the outage itself, under traffic
-	okDown := clicks.ok.Load() - okBefore
+	okDown, okTLSDown := clicks.ok.Load()-okBefore, clicks.okTLS.Load()-okTLSBefore
 	rig.be.redis.Start()
 
 	// back: a change made now reaches the other node, no restart
@@ -327,9 +400,11 @@ func TestRedisDownUnderClicks(t *testing.T) {
 	}
 	clicks.waitClicks(t, 50)
 	clicks.halt()
-	t.Logf("clicks: %d answered, %d of them during the %v outage, %d failed", clicks.ok.Load(), okDown, redisOutage, clicks.failed.Load())
-	if clicks.failed.Load() != 0 || okDown == 0 {
-		t.Errorf("%d clicks failed (%q), %d answered during the outage; want 0 failed and some answered", clicks.failed.Load(), clicks.failures, okDown)
+	t.Logf("clicks: %d answered, %d of them during the %v outage (%d over HTTP, %d over HTTPS), %d failed",
+		clicks.ok.Load(), okDown, redisOutage, okDown-okTLSDown, okTLSDown, clicks.failed.Load())
+	if clicks.failed.Load() != 0 || okDown-okTLSDown == 0 || okTLSDown == 0 {
+		t.Errorf("%d clicks failed (%q), %d answered during the outage over HTTP and %d over HTTPS; want 0 failed and some answered over each",
+			clicks.failed.Load(), clicks.failures, okDown-okTLSDown, okTLSDown)
 	}
 }
 

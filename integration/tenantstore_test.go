@@ -17,7 +17,8 @@ import (
 )
 
 // storeNode is a Caddy serving the tenant registry over plain HTTP, with
-// no certificates, on storage it may share with other nodes.
+// no certificates unless started by startStoreNodeTLS, on storage it may
+// share with other nodes.
 type storeNode struct {
 	node
 	storage string
@@ -27,6 +28,20 @@ type storeNode struct {
 // its origin.
 func startStoreNode(t *testing.T, rig *storeRig) *storeNode {
 	t.Helper()
+	return startStoreNodeTLS(t, rig, false)
+}
+
+// startStoreNodeTLS is startStoreNode; with withHTTPS, the node also
+// serves HTTPS, with certificates from Caddy's internal CA obtained on
+// demand and in the background (pre-issuance).
+func startStoreNodeTLS(t *testing.T, rig *storeRig, withHTTPS bool) *storeNode {
+	t.Helper()
+	onDemand, preIssuance, httpsSite := "", "pre_issuance off", ""
+	if withHTTPS {
+		onDemand = "on_demand_tls {\n\t\tpermission linktrack\n\t}"
+		preIssuance = "pre_issuance on"
+		httpsSite = "https:// {\n\ttls {\n\t\ton_demand\n\t\tissuer internal\n\t}\n\tlinktrack\n}\n"
+	}
 	n := &storeNode{storage: rig.storage}
 	n.httpPort, n.httpsPort, n.adminPort = freePort(t), freePort(t), freePort(t)
 	n.caddy = startCaddyOf(t, rig.be.bin, "caddyfile", fmt.Sprintf(`{
@@ -34,6 +49,7 @@ func startStoreNode(t *testing.T, rig *storeRig) *storeNode {
 	http_port %d
 	https_port %d
 	skip_install_trust
+	%s
 	%s
 	servers {
 		protocols h1
@@ -43,15 +59,15 @@ func startStoreNode(t *testing.T, rig *storeRig) *storeNode {
 			tls_trust_pool file %s
 		}
 		tenant click.config.test esp
-		pre_issuance off
+		%s
 		storage_refresh_interval 200ms
 	}
 }
 
-http:// {
+%shttp:// {
 	linktrack
 }
-`, n.adminPort, n.httpPort, n.httpsPort, rig.be.option, rig.origin.Port(), rig.caFile))
+`, n.adminPort, n.httpPort, n.httpsPort, rig.be.option, onDemand, rig.origin.Port(), rig.caFile, preIssuance, httpsSite))
 	return n
 }
 
