@@ -240,12 +240,6 @@ func (a *App) deleteStored(ctx context.Context, domain string) (bool, error) {
 	return err == nil, err
 }
 
-// sourceOf returns where a domain of the registry in use comes from.
-func (a *App) sourceOf(domain string) (string, bool) {
-	rt, ok := a.registered(domain)
-	return rt.Source, ok
-}
-
 // registered returns a domain of the registry in use, by its canonical
 // name (a wildcard as "*.example.com").
 func (a *App) registered(domain string) (registeredTenant, bool) {

@@ -239,8 +239,8 @@ func (a *App) checkBulk(change *bulkChange) []entryError {
 	var faults []entryError
 	seen := make(map[string]bool, len(change.Tenants)+len(change.Remove))
 	owned := func(domain string) error {
-		if e, ok := s.registered(domain); ok && e.source != storage {
-			return fmt.Errorf("%w: domain '%s' is defined in %s; change it there", errConflict, domain, s.sources[e.source])
+		if err := s.owned(storage, domain, "change"); err != nil {
+			return err
 		}
 		if seen[domain] {
 			return fmt.Errorf("domain '%s' is named twice in this change", domain)
