@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -49,6 +50,7 @@ type certStates struct {
 	mu       sync.Mutex
 	failures map[string]certFailure
 	issued   map[string]issuedCert // tenants' certificates seen, by name
+	expiring map[string]time.Time  // the expiry of each certificate reported expiring, by name
 	cooldown time.Duration         // after a first failure; it doubles up to maxCooldown
 	scanned  atomic.Bool           // the certificates in storage at start are known
 }
@@ -86,6 +88,7 @@ func watchCertificates(events *caddyevents.App, a *App) (*certStates, error) {
 		logger:   a.logger.Named("certificates"),
 		failures: make(map[string]certFailure),
 		issued:   make(map[string]issuedCert),
+		expiring: make(map[string]time.Time),
 		cooldown: time.Duration(a.IssuanceCooldown),
 	}
 	for _, name := range []string{"cert_failed", "cert_obtained", "cert_obtaining"} {
@@ -151,6 +154,7 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 			zap.String("error", f.err),
 			zap.Duration("cooldown", f.delay),
 			zap.Time("next_try", f.next))
+		c.app.tenantStateChanged(name, stateFailed, errors.New(f.err))
 		if c.app.pre != nil {
 			c.app.pre.failed(name)
 			time.AfterFunc(time.Until(f.next), func() { c.app.pre.recheck(name) }) // try again when the cooldown ends
@@ -169,17 +173,23 @@ func (c *certStates) isTenant(name string) bool {
 	return ok
 }
 
-// recordObtained reads a tenant's new certificate from storage and logs
-// it.
+// recordObtained reads a tenant's new certificate from storage, logs it
+// and reports the tenant's state: valid, or renewed.
 func (c *certStates) recordObtained(name, certPath, event string) {
 	fields := []zap.Field{zap.String("domain", name), zap.String("event", event)}
+	st := tenantState{domain: name, state: stateValid}
+	if event == "renewed" {
+		st.state = stateRenewed
+	}
 	if certPath != "" {
 		if cert, err := c.loadCert(c.app.ctx, certPath); err == nil {
 			c.record(name, cert.NotBefore, cert.NotAfter, time.Time{})
 			fields = append(fields, zap.Time("not_after", cert.NotAfter))
+			st.notAfter = cert.NotAfter
 		}
 	}
 	c.logger.Info("tenant certificate "+event, fields...)
+	c.app.emitTenantState(st)
 }
 
 // record keeps the newest certificate seen for name.
@@ -232,6 +242,62 @@ func (c *certStates) forget(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.issued, name)
+	delete(c.expiring, name)
+}
+
+// expiringWithin is how close to its expiry a tenant's certificate is
+// reported expiring, when it lives long enough: certmagic would have
+// been renewing it for weeks.
+const expiringWithin = 7 * 24 * time.Hour
+
+// expiringAt is when the certificate is reported expiring: 7 days before
+// it expires, or halfway through its renewal window if that is later, so
+// that a short-lived certificate (6 days, say) is reported only when its
+// renewal is late, not at every issuance.
+func (ic issuedCert) expiringAt() time.Time {
+	return ic.notAfter.Add(-min(expiringWithin, ic.notAfter.Sub(ic.notBefore)/6))
+}
+
+// reportExpiring reports, once per certificate, the tenants whose
+// certificate is now expiring (see expiringAt), as state expiring with
+// the certificate's expiry. The app's sweep calls it every
+// renewal_check_interval; a certificate renewed meanwhile is newer and
+// not reported.
+func (c *certStates) reportExpiring() {
+	if c.app.events == nil || !c.app.events.ShouldEmit(tenantStateEvent) {
+		return
+	}
+	c.reportExpiringAt(time.Now())
+}
+
+// reportExpiringAt is reportExpiring at the time now.
+func (c *certStates) reportExpiringAt(now time.Time) {
+	type expiring struct {
+		name     string
+		notAfter time.Time
+	}
+	var found []expiring
+	c.mu.Lock()
+	if c.expiring == nil {
+		c.expiring = make(map[string]time.Time)
+	}
+	for name, ic := range c.issued {
+		if now.Before(ic.expiringAt()) || c.expiring[name].Equal(ic.notAfter) {
+			continue
+		}
+		c.expiring[name] = ic.notAfter
+		found = append(found, expiring{name, ic.notAfter})
+	}
+	c.mu.Unlock()
+	s := c.app.snapshot()
+	for _, e := range found {
+		if s == nil {
+			return
+		}
+		if _, ok := s.lookup(e.name); ok {
+			c.app.emitTenantState(tenantState{domain: e.name, state: stateExpiring, notAfter: e.notAfter})
+		}
+	}
 }
 
 // loadCert reads and parses a certificate from storage.

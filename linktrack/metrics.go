@@ -59,6 +59,52 @@ func newAppMetrics(registry *prometheus.Registry) (*appMetrics, error) {
 	return m, err
 }
 
+// webhookMetrics are the webhooks' delivery metrics, shared by every
+// webhook of a config: their labels never name a URL, which may carry a
+// token.
+type webhookMetrics struct {
+	delivered prometheus.Counter
+	failed    prometheus.Counter
+	dropped   *prometheus.CounterVec
+}
+
+func newWebhookMetrics(registry *prometheus.Registry) (*webhookMetrics, error) {
+	m := &webhookMetrics{
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "linktrack",
+			Name:      "webhook_delivered_total",
+			Help:      "Webhook deliveries answered 2xx.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "linktrack",
+			Name:      "webhook_failed_total",
+			Help:      "Webhook delivery attempts that failed (an error or a status other than 2xx); each is retried until max_age.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "linktrack",
+			Name:      "webhook_dropped_total",
+			Help:      "Webhook deliveries given up, by reason: queue_full (never queued), max_age (retried for max_age), stopped (the webhook was removed or Caddy stopped).",
+		}, []string{"reason"}),
+	}
+	var err error
+	if m.delivered, err = register(registry, m.delivered); err != nil {
+		return nil, err
+	}
+	if m.failed, err = register(registry, m.failed); err != nil {
+		return nil, err
+	}
+	if m.dropped, err = register(registry, m.dropped); err != nil {
+		return nil, err
+	}
+	for _, reason := range []string{"queue_full", "max_age", "stopped"} {
+		m.dropped.WithLabelValues(reason) // shown at 0, for alerts
+	}
+	return m, nil
+}
+
 // proxyMetrics are one origin's request metrics, bound to its provider
 // and region once, so that a request updates them without label lookups.
 type proxyMetrics struct {

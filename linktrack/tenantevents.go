@@ -8,17 +8,18 @@ import (
 // may add thousands of tenants, each still counted and emitted.
 const loggedChanges = 100
 
-// reportChanges emits a tenant_added or tenant_removed event, counts it
-// and logs it, for every domain that next adds to or removes from prev.
+// reportChanges emits a tenant_added or tenant_removed event and a
+// tenant_state event (state added or removed), counts it and logs it,
+// for every domain that next adds to or removes from prev.
 // The first config's registry reports nothing: it is what the config
 // says. A reloaded config reports its changes at Start, against the
 // registry of the config it replaces.
 func (a *App) reportChanges(prev, next *snapshot, cause string) {
 	logged := 0
 	report := func(event, domain string, s *snapshot, e entry) {
-		change := "added"
+		change := stateAdded
 		if event == "tenant_removed" {
-			change = "removed"
+			change = stateRemoved
 			if a.certs != nil {
 				a.certs.forget(domain)
 			}
@@ -47,6 +48,7 @@ func (a *App) reportChanges(prev, next *snapshot, cause string) {
 			"source":   s.sources[e.source],
 			"cause":    cause,
 		})
+		a.emitTenantState(tenantState{domain: domain, state: change, tenant: &t})
 		if logged++; logged <= loggedChanges {
 			a.logger.Info("tenant "+change, zap.String("domain", domain), zap.String("source", s.sources[e.source]))
 		}
