@@ -344,6 +344,9 @@ func (a *App) Start() error {
 	// tenants added on another node sharing the storage
 	a.watch(a.StorageRefreshInterval, func() bool { return true }, a.followStorage)
 	a.watch(caddy.Duration(compactCheckInterval), func() bool { return true }, a.compactStorage)
+	// tenants whose certificate is now expiring, once the storage scan
+	// has found the certificates
+	a.watch(a.RenewalCheckInterval, a.certs.scanned.Load, a.certs.reportExpiring)
 	if a.dns != nil {
 		a.stopped.Go(func() { a.dns.run(a.ctx, a.stop, a.certs.known) })
 	}
