@@ -24,6 +24,8 @@ func TestReadmeJSON(t *testing.T) {
 	if len(blocks) < 2 {
 		t.Fatalf("found %d JSON blocks in the README", len(blocks))
 	}
+	// the webhook's secret placeholder, read when the config loads
+	t.Setenv("LINKTRACK_WEBHOOK_SECRET", "readme-test")
 	for i, block := range blocks {
 		var doc map[string]any
 		if err := json.Unmarshal(block[1], &doc); err != nil {
@@ -70,6 +72,7 @@ func TestReadmeSyntaxMatchesDocs(t *testing.T) {
 	for _, tc := range []struct{ file, first string }{
 		{"caddyfile.go", "linktrack [<provider> [<region>]] {"},
 		{"app_caddyfile.go", "linktrack {"},
+		{"webhook_caddyfile.go", "linktrack_webhook [<url...>] {"},
 	} {
 		src, err := os.ReadFile(filepath.Join("..", "linktrack", tc.file))
 		if err != nil {
