@@ -228,5 +228,4 @@ var (
 	_ caddy.Provisioner   = (*Webhook)(nil)
 	_ caddy.CleanerUpper  = (*Webhook)(nil)
 	_ caddyevents.Handler = (*Webhook)(nil)
-	_ caddy.Destructor    = (*webhookQueue)(nil)
 )

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
@@ -258,3 +259,6 @@ func (q *webhookQueue) close() {
 		q.logger.Warn("webhook deliveries dropped: the webhook was removed or Caddy stopped", zap.Int("deliveries", lost))
 	}
 }
+
+// Interface guards
+var _ caddy.Destructor = (*webhookQueue)(nil)
