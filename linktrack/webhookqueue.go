@@ -3,9 +3,11 @@ package linktrack
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,14 +121,19 @@ func newWebhookQueue(cfg webhookQueueConfig, logger *zap.Logger, metrics *webhoo
 func (q *webhookQueue) offer(id string, body []byte, since time.Time) {
 	for _, u := range q.urls {
 		q.mu.Lock()
-		if q.closed || q.pending >= q.size {
-			warn := !q.full && !q.closed
+		if q.closed {
+			q.mu.Unlock()
+			q.metrics.Load().dropped.WithLabelValues("stopped").Inc()
+			continue
+		}
+		if q.pending >= q.size {
+			warn := !q.full
 			q.full = true
 			q.mu.Unlock()
 			q.metrics.Load().dropped.WithLabelValues("queue_full").Inc()
 			if warn {
 				q.logger.Warn("webhook queue full; dropping events until it has room",
-					zap.Int("queue_size", q.size), zap.String("url", u))
+					zap.Int("queue_size", q.size), zap.String("url", loggedURL(u)))
 			}
 			continue
 		}
@@ -164,7 +171,7 @@ func (q *webhookQueue) attempt(d *webhookDelivery) {
 		delete(q.failing, d.url)
 		q.mu.Unlock()
 		if recovered {
-			q.logger.Info("webhook delivered again", zap.String("url", d.url))
+			q.logger.Info("webhook delivered again", zap.String("url", loggedURL(d.url)))
 		}
 		return
 	}
@@ -184,7 +191,7 @@ func (q *webhookQueue) attempt(d *webhookDelivery) {
 		q.mu.Unlock()
 		m.dropped.WithLabelValues("max_age").Inc()
 		q.logger.Error("webhook delivery dropped after max_age",
-			zap.String("url", d.url), zap.String("id", d.id), zap.Int("attempts", d.failed),
+			zap.String("url", loggedURL(d.url)), zap.String("id", d.id), zap.Int("attempts", d.failed),
 			zap.Duration("max_age", q.maxAge), zap.Error(err))
 		return
 	}
@@ -194,7 +201,7 @@ func (q *webhookQueue) attempt(d *webhookDelivery) {
 	if first {
 		log = q.logger.Warn
 	}
-	log("webhook delivery failed; retrying", zap.String("url", d.url), zap.String("id", d.id),
+	log("webhook delivery failed; retrying", zap.String("url", loggedURL(d.url)), zap.String("id", d.id),
 		zap.Int("attempts", d.failed), zap.Time("next_try", next), zap.Error(err))
 }
 
@@ -222,6 +229,10 @@ func (q *webhookQueue) post(d *webhookDelivery) error {
 	req.Header.Set(webhookSignatureHeader, signWebhook(q.secret, d.body, time.Now()))
 	resp, err := q.client.Do(req)
 	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err // without the URL, which may hold a token
+		}
 		return err
 	}
 	defer resp.Body.Close()
@@ -230,6 +241,16 @@ func (q *webhookQueue) post(d *webhookDelivery) error {
 		return fmt.Errorf("answered %s", resp.Status)
 	}
 	return nil
+}
+
+// loggedURL returns a webhook URL as logs show it: without a query or
+// user info, which may hold a token.
+func loggedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host + u.Path
 }
 
 // Destruct implements caddy.Destructor: the last config using the queue
