@@ -46,7 +46,7 @@ type domainCheck struct {
 	explicit  bool   // the provider or upstream was given, not detected
 	resolve   string // --resolve as given: the tested server, for people
 	resolveIP string // connect here instead of the resolved address
-	dnsServer string // host:port
+	dns       dnsResolver
 	httpPort  int
 	httpsPort int
 	roots     *x509.CertPool // nil: the system's
@@ -61,6 +61,52 @@ type domainCheck struct {
 
 	tlsOK   bool // the certificate verified
 	httpsOK bool
+}
+
+// newDomainCheck returns the checks of domain, whose DNS questions
+// resolver answers, against a server listening on httpPort and
+// httpsPort; each network step takes at most timeout. The command and
+// the admin API's check now call both start here.
+func newDomainCheck(domain string, resolver dnsResolver, httpPort, httpsPort int, timeout time.Duration) *domainCheck {
+	resolver.timeout = timeout
+	return &domainCheck{domain: domain, dns: resolver, httpPort: httpPort, httpsPort: httpsPort, timeout: timeout, origin: "provider not given"}
+}
+
+// forProvider checks the domain as served for provider and region.
+func (c *domainCheck) forProvider(provider, region string) error {
+	u, region, err := LookupOrigin(provider, region)
+	if err != nil {
+		return err
+	}
+	p, _ := LookupProvider(provider)
+	c.provider, c.region, c.explicit = &p, region, true
+	c.origin = fmt.Sprintf("%s %s → %s", provider, region, u)
+	return nil
+}
+
+// forOrigin checks the domain as served for an origin that is no
+// provider: an upstream URL, or a named origin (name is then its name).
+func (c *domainCheck) forOrigin(name, upstream string) error {
+	u, err := ParseUpstream(upstream)
+	if err != nil {
+		return err
+	}
+	c.origin, c.explicit = u.String(), true
+	if name != "" {
+		c.origin = "origin " + name + " → " + c.origin
+	}
+	return nil
+}
+
+// failures counts the checks of results that failed.
+func failures(results []checkResult) int {
+	n := 0
+	for _, r := range results {
+		if r.Status == checkFail {
+			n++
+		}
+	}
+	return n
 }
 
 // allowedCAs are the CAA identities of the CAs Caddy uses by default.
@@ -88,9 +134,9 @@ func (c *domainCheck) atProvider() bool {
 	return c.detected != nil && c.resolveIP == ""
 }
 
-// resolver asks the DNS server of the check.
+// resolver asks the DNS servers of the check.
 func (c *domainCheck) resolver() dnsResolver {
-	return dnsResolver{servers: []string{c.dnsServer}, timeout: c.timeout}
+	return c.dns
 }
 
 // query asks the DNS server one question.
