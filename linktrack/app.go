@@ -118,9 +118,9 @@ type App struct {
 	// every tenant's certificate is ordered at once.
 	DNSTargets []string `json:"dns_targets,omitempty"`
 
-	// The DNS servers (host:port) that the checks of dns_targets ask,
-	// in turn; for split DNS, and for tests. Default: the system's, from
-	// /etc/resolv.conf.
+	// The DNS servers (host:port) that the checks of dns_targets and
+	// the check now calls of the admin API ask, in turn; for split DNS,
+	// and for tests. Default: the system's, from /etc/resolv.conf.
 	DNSResolvers []string `json:"dns_resolvers,omitempty"`
 
 	// How long after its first check a tenant awaiting DNS is checked

@@ -380,17 +380,22 @@ func (r dnsReadiness) summary() string {
 }
 
 // revive forgets the last check of a tenant that stalled, so that its
-// next check is reported as a first one, and queues that check unless
-// the caller runs it (check).
+// next check is reported as a first one and its delays start over, and
+// queues that check unless the caller runs it (check false). Until that
+// check ends, admit neither admits nor queues it.
 func (g *dnsGate) revive(name string, check bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if w, ok := g.tenants[name]; ok {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-		delete(g.tenants, name)
+	w, ok := g.tenants[name]
+	if !ok {
+		w = new(dnsWait)
+		g.tenants[name] = w
 	}
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	w.last, w.delay = nil, 0
 	if check {
 		g.enqueueLocked(name)
 	}
@@ -477,23 +482,20 @@ func (g *dnsGate) close() {
 }
 
 // newAppDNSGate sets up the gate of dns_targets, or returns nil when
-// dns_targets is not set.
+// dns_targets is not set; it checks dns_resolvers either way.
 func newAppDNSGate(a *App) (*dnsGate, error) {
-	if len(a.DNSTargets) == 0 {
-		if len(a.DNSResolvers) > 0 {
-			return nil, fmt.Errorf("dns_resolvers is set without dns_targets")
-		}
-		return nil, nil
-	}
-	targets, err := parseDNSTargets(a.DNSTargets)
-	if err != nil {
-		return nil, fmt.Errorf("dns_targets: %v", err)
-	}
 	servers := a.DNSResolvers
 	for _, s := range servers {
 		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
 			return nil, fmt.Errorf("dns_resolvers: '%s' must be host:port", s)
 		}
+	}
+	if len(a.DNSTargets) == 0 {
+		return nil, nil // dns_resolvers serve check now calls alone
+	}
+	targets, err := parseDNSTargets(a.DNSTargets)
+	if err != nil {
+		return nil, fmt.Errorf("dns_targets: %v", err)
 	}
 	if len(servers) == 0 {
 		if servers, err = systemResolvers(); err != nil {

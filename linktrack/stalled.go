@@ -154,9 +154,12 @@ func (s *stallTracker) inherit(prev *stallTracker, keep func(string) bool) {
 
 // stall reports that name stalled: logged, and a tenant state change.
 func (a *App) stall(name string, st stalledState) {
-	a.logger.Warn("tenant stalled: no more dns checks or orders until a put or a check now call revives it",
+	a.logger.Warn("tenant stalled",
 		zap.String("domain", name), zap.String("why", st.Why),
 		zap.Time("trying_since", st.TryingSince), zap.Duration("give_up_after", time.Duration(a.GiveUpAfter)))
+	if a.pre != nil {
+		a.pre.rateLimited(name, time.Time{}) // waits on no order limit
+	}
 	a.tenantStateChanged(name, stateStalled, errors.New(st.Why))
 }
 
