@@ -281,10 +281,11 @@ func TestStalledAfterFailedOrders(t *testing.T) {
 		c.Stalled.Since.Sub(c.Stalled.TryingSince) < 3*time.Second || stalled["why"] != c.Stalled.Why || len(failed) < 2 {
 		t.Errorf("%s after %d failed orders: %s, want stalled 3s after its first failure, with why", domain, len(failed), body)
 	}
-	// no order after the stall: not at a click, nor when the cooldown
-	// ends
+	// no order after the stall, not even at a click once the last
+	// failure's cooldown is over
 	acme.settle(t)
 	orders := acme.orders()
+	<-time.After(time.Until(logFieldTime(t, failed[len(failed)-1]["next_try"]))) // the cooldown's end, not a readiness wait
 	if conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp",
 		fmt.Sprintf("127.0.0.1:%d", ports.https), &tls.Config{RootCAs: acme.issuingRoots(t), ServerName: domain}); err == nil {
 		conn.Close()
@@ -314,4 +315,21 @@ func TestStalledAfterFailedOrders(t *testing.T) {
 	if n := acme.orders(); n != orders+1 {
 		t.Errorf("pebble received %d orders after the revival, want exactly 1", n-orders)
 	}
+}
+
+// logFieldTime reads a time field of a log entry: seconds since the epoch,
+// or RFC 3339.
+func logFieldTime(t *testing.T, v any) time.Time {
+	t.Helper()
+	switch v := v.(type) {
+	case float64:
+		return unixTime(v)
+	case string:
+		at, err := time.Parse(time.RFC3339Nano, v)
+		if err == nil {
+			return at
+		}
+	}
+	t.Fatalf("log time %v", v)
+	return time.Time{}
 }
