@@ -93,6 +93,8 @@ func TestStalledTenantRevived(t *testing.T) {
 	}
 	if status, body := adminRequest(t, ports.admin, "PUT", "/linktrack/tenants/"+kept, `{"origin": "esp"}`); status != 201 {
 		t.Fatalf("PUT %s: %d %s", kept, status, body)
+	} else {
+		t.Logf("PUT of a tenant: %s", body)
 	}
 	state := func(domain string) stalledView {
 		t.Helper()
@@ -111,6 +113,8 @@ func TestStalledTenantRevived(t *testing.T) {
 		stalled := p.waitLogFor(t, time.Minute, "tenant stalled", of(d))
 		first := p.waitLog(t, "tenant dns checked", of(d))
 		c := state(d)
+		_, body := adminRequest(t, ports.admin, "GET", "/linktrack/tenants/"+d, "")
+		t.Logf("a stalled tenant: %s", body)
 		if c.Status != "stalled" || c.Stalled == nil || c.DNS == nil || c.DNS.NextCheck != nil ||
 			!slices.Equal(c.DNS.RecordsSeen, []string{"A 127.0.0.1"}) ||
 			!strings.Contains(c.Stalled.Why, "records seen: A 127.0.0.1; expected: CNAME edge.platform.test or A 192.0.2.10") ||
@@ -178,6 +182,10 @@ func TestStalledTenantRevived(t *testing.T) {
 		if status, _ := answer.check(name); status == "" {
 			t.Errorf("check now ran no %s check: %s", name, body)
 		}
+	}
+	// no handshake with a tenant with no certificate: it would order one
+	if status, detail := answer.check("tls"); status != "warn" || !strings.Contains(detail, "not run: this server holds no certificate") {
+		t.Errorf("check tls with no certificate: %s %s, want not run", status, detail)
 	}
 	p.waitLogFor(t, time.Minute, "tenant certificate obtained", of(revived))
 	if e := p.waitLog(t, "tenant revived", of(revived)); e["cause"] != "check_now" {
@@ -263,15 +271,25 @@ func TestStalledAfterFailedOrders(t *testing.T) {
 	p := startCaddy(t, "caddyfile", multiTenantConfig(ports, filepath.Join(dir, "storage"), acme, origin.Port(), caFile, app))
 	of := func(e map[string]any) bool { return e["domain"] == domain }
 
-	stalled := p.waitLogFor(t, time.Minute, "tenant stalled", of)
-	failed := p.logEntriesNamed("tenant certificate failed")
-	status, body := adminRequest(t, ports.admin, "GET", "/linktrack/tenants/"+domain, "")
-	var view struct {
+	type failedView struct {
 		Certificate struct {
 			stalledView
 			Error string `json:"error"`
 		} `json:"certificate"`
 	}
+	// its first failure: pending, with the error and the next try
+	p.waitLogFor(t, time.Minute, "tenant certificate failed", of)
+	status, body := adminRequest(t, ports.admin, "GET", "/linktrack/tenants/"+domain, "")
+	var view failedView
+	if err := json.Unmarshal([]byte(body), &view); status != 200 || err != nil || view.Certificate.Status != "pending" || view.Certificate.Error == "" {
+		t.Errorf("GET %s after its first failed order: %d %s, want pending with the error", domain, status, body)
+	}
+	t.Logf("a tenant whose first order failed: %s", body)
+
+	stalled := p.waitLogFor(t, time.Minute, "tenant stalled", of)
+	failed := p.logEntriesNamed("tenant certificate failed")
+	status, body = adminRequest(t, ports.admin, "GET", "/linktrack/tenants/"+domain, "")
+	view = failedView{}
 	if err := json.Unmarshal([]byte(body), &view); status != 200 || err != nil {
 		t.Fatalf("GET %s: %d %s", domain, status, body)
 	}

@@ -51,6 +51,10 @@ type domainCheck struct {
 	httpsPort int
 	roots     *x509.CertPool // nil: the system's
 	timeout   time.Duration
+	// why the checks that need the domain's certificate (tls, https,
+	// provider) are not run: a handshake with a server that has none
+	// yet would order one; empty to run them
+	noCertificate string
 
 	// decided by the DNS check
 	connectIP      string
@@ -330,7 +334,20 @@ func (c *domainCheck) address(port int) string {
 	return net.JoinHostPort(c.connectIP, strconv.Itoa(port))
 }
 
+// notRun is a check not run because the server has no certificate for
+// the domain yet.
+func (c *domainCheck) notRun(check string) (checkResult, bool) {
+	if c.noCertificate == "" {
+		return checkResult{}, false
+	}
+	return checkResult{Check: check, Status: checkWarn, Detail: "not run: " + c.noCertificate,
+		Fix: "check again once the certificate is valid"}, true
+}
+
 func (c *domainCheck) checkTLS(ctx context.Context) checkResult {
+	if r, skip := c.notRun("tls"); skip {
+		return r
+	}
 	r := checkResult{Check: "tls"}
 	if c.connectIP == "" {
 		r.Status, r.Detail, r.Fix = checkFail, "no address to connect to", "fix DNS first"
@@ -406,6 +423,9 @@ func (c *domainCheck) get(ctx context.Context, scheme, host, method, path string
 }
 
 func (c *domainCheck) checkReachable(ctx context.Context, scheme string) checkResult {
+	if r, skip := c.notRun(scheme); skip && scheme == "https" {
+		return r
+	}
 	r := checkResult{Check: scheme}
 	if c.connectIP == "" {
 		r.Status, r.Detail, r.Fix = checkFail, "no address to connect to", "fix DNS first"
@@ -435,6 +455,9 @@ func (c *domainCheck) checkReachable(ctx context.Context, scheme string) checkRe
 }
 
 func (c *domainCheck) checkProvider(ctx context.Context) checkResult {
+	if r, skip := c.notRun("provider"); skip {
+		return r
+	}
 	r := checkResult{Check: "provider"}
 	if c.atProvider() {
 		r.Status, r.Detail = checkWarn, "not run: it tests a proxy, and DNS points at "+c.detected.Provider.Title

@@ -78,7 +78,9 @@ type checkAnswer struct {
 // recorded as a scheduled check would be, so that a ready tenant's order
 // is woken at once; then the checks of `caddy linktrack check` run
 // against the address its DNS gives, through dns_resolvers, and this
-// server's HTTP and HTTPS ports. The whole call takes at most
+// server's HTTP and HTTPS ports; those that need a TLS handshake with
+// the domain are not run while no certificate for it is known, so that
+// a check never orders one. The whole call takes at most
 // checkNowTimeout.
 func (a *App) checkNow(ctx context.Context, rt registeredTenant) checkAnswer {
 	ctx, cancel := context.WithTimeout(ctx, checkNowTimeout)
@@ -91,6 +93,11 @@ func (a *App) checkNow(ctx context.Context, rt registeredTenant) checkAnswer {
 		answer.Checks = append(answer.Checks, readinessResult(domain, r))
 	}
 	c, err := a.domainCheck(rt.Tenant)
+	if err == nil && !a.certs.known(domain) {
+		// the handshake would be a click's: an order outside the order
+		// limits, or one the permission module refuses
+		c.noCertificate = "this server holds no certificate for " + domain + " yet; a handshake would order one outside the order limits"
+	}
 	if err != nil {
 		answer.Checks = append(answer.Checks, checkResult{Check: "setup", Status: checkFail, Detail: err.Error()})
 	} else {
