@@ -206,6 +206,7 @@ func TestStalledTenantRevived(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &answer); status != 200 || err != nil || answer.Revived || !answer.OK || answer.Certificate.Status != "valid" {
 		t.Fatalf("POST check %s once valid: %d %s", revived, status, body)
 	}
+	t.Logf("check now of a valid tenant: %s", body)
 	for name, want := range map[string]string{
 		"dns_targets": "pass", "dns": "pass", "caa": "pass", "tls": "pass", "http": "pass", "https": "pass", "provider": "warn", "hsts": "warn",
 	} {
