@@ -225,6 +225,7 @@ func (c *certStates) handedBack(name string, notBefore, notAfter time.Time) {
 		recheck = now.Add(recheckAfter)
 	}
 	c.record(name, notBefore, notAfter, recheck)
+	c.app.stalls.obtained(name) // one from another node sharing the storage, say
 }
 
 // due reports whether a background handshake should get name a
