@@ -217,7 +217,6 @@ func (api *AdminAPI) handlePut(w http.ResponseWriter, r *http.Request, c *tenant
 	if err != nil {
 		return changeError(err)
 	}
-	api.app.revive(rt.Domain, "put")
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

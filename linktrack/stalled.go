@@ -165,8 +165,9 @@ func (a *App) stall(name string, st stalledState) {
 
 // revive ends the stall of name, if it is stalled: its time starts over,
 // its cooldown ends, and its DNS is checked and its order placed as for
-// a new tenant. cause is put or check_now. It reports whether name was
-// stalled.
+// a new tenant. cause is put (a PUT or bulk POST that puts it, read
+// back from storage by every node) or check_now. It reports whether
+// name was stalled.
 func (a *App) revive(name, cause string) bool {
 	if !a.stalls.revive(name, time.Now()) {
 		return false
