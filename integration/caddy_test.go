@@ -106,6 +106,13 @@ func startCaddy(t testing.TB, adapter, config string) *caddyProcess {
 // startCaddyOf is startCaddy with the Caddy binary bin.
 func startCaddyOf(t testing.TB, bin, adapter, config string) *caddyProcess {
 	t.Helper()
+	return startCaddyEnv(t, bin, adapter, config)
+}
+
+// startCaddyEnv is startCaddyOf with more environment variables
+// (NAME=value).
+func startCaddyEnv(t testing.TB, bin, adapter, config string, env ...string) *caddyProcess {
+	t.Helper()
 	name := "caddy.json"
 	if adapter == "caddyfile" {
 		name = "Caddyfile"
@@ -119,6 +126,7 @@ func startCaddyOf(t testing.TB, bin, adapter, config string) *caddyProcess {
 		args = append(args, "--adapter", adapter)
 	}
 	cmd := caddyCmdOf(t, bin, args...)
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

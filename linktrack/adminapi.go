@@ -29,7 +29,7 @@ const MaxTenantBody = 1 << 20
 //	GET    /linktrack/tenants/<domain>  one tenant and its certificate state
 //	PUT    /linktrack/tenants/<domain>  add or replace a tenant (JSON body)
 //	DELETE /linktrack/tenants/<domain>  remove a tenant
-//	POST   /linktrack/tenants/<domain>/check  check the tenant's DNS readiness now
+//	POST   /linktrack/tenants/<domain>/check  check the tenant now: DNS readiness and `caddy linktrack check`; revives a stalled tenant
 //
 // Changes are kept in Caddy's storage, so every node that shares the
 // storage serves them; each costs the same whatever the number of
@@ -135,17 +135,11 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 	}
 }
 
-// checkView is the answer of a check now call.
-type checkView struct {
-	Domain      string            `json:"domain"`
-	DNS         dnsReadiness      `json:"dns"`
-	Certificate *certificateState `json:"certificate"`
-}
-
-// handleCheck runs the DNS readiness check of a tenant at once and
-// records it as a scheduled check would: a tenant found ready has its
-// first order woken, one still awaiting DNS is checked again after
-// dns_check_interval. It counts against change_limit, as a change does.
+// handleCheck checks a tenant at once (App.checkNow): it revives a
+// stalled tenant, records its DNS readiness check as a scheduled check
+// would, and runs the checks of `caddy linktrack check`. It counts
+// against change_limit, as a change does; a second call for a tenant
+// whose check runs gets 409, and one past maxChecksAtOnce 429.
 func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain string) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
@@ -157,18 +151,22 @@ func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain 
 	if strings.HasPrefix(canonical, "*.") {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("domain: '%s' is a wildcard tenant, whose names are not checked", canonical)}
 	}
-	if _, ok := api.app.registered(canonical); !ok {
+	rt, ok := api.app.registered(canonical)
+	if !ok {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
-	}
-	if api.app.dns == nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("the linktrack app has no dns_targets: there is no DNS readiness to check")}
 	}
 	if err := api.admitChange(w); err != nil {
 		return err
 	}
-	result := api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
-	state := api.app.certs.state(r.Context(), canonical)
-	return writeJSON(w, http.StatusOK, checkView{Domain: canonical, DNS: result, Certificate: &state})
+	switch err := api.app.checks.start(canonical); {
+	case errors.Is(err, errCheckRunning):
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("checking '%s': %v", canonical, err)}
+	case err != nil:
+		w.Header().Set("Retry-After", "1")
+		return caddy.APIError{HTTPStatus: http.StatusTooManyRequests, Err: fmt.Errorf("checking '%s': %v", canonical, err)}
+	}
+	defer api.app.checks.end(canonical)
+	return writeJSON(w, http.StatusOK, api.app.checkNow(r.Context(), rt))
 }
 
 // pathDomain returns the canonical domain of a /linktrack/tenants/<domain>

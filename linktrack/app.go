@@ -118,9 +118,9 @@ type App struct {
 	// every tenant's certificate is ordered at once.
 	DNSTargets []string `json:"dns_targets,omitempty"`
 
-	// The DNS servers (host:port) that the checks of dns_targets ask,
-	// in turn; for split DNS, and for tests. Default: the system's, from
-	// /etc/resolv.conf.
+	// The DNS servers (host:port) that the checks of dns_targets and
+	// the check now calls of the admin API ask, in turn; for split DNS,
+	// and for tests. Default: the system's, from /etc/resolv.conf.
 	DNSResolvers []string `json:"dns_resolvers,omitempty"`
 
 	// How long after its first check a tenant awaiting DNS is checked
@@ -128,6 +128,16 @@ type App struct {
 	// tenant in the registry, and a check now call, check it at once.
 	// Default: `1m`.
 	DNSCheckInterval caddy.Duration `json:"dns_check_interval,omitempty"`
+
+	// How long a tenant with no certificate is tried before it is
+	// stalled: its DNS checked while dns_targets holds its first order
+	// back, or its first order retried after each cooldown. Counted from
+	// the tenant's first DNS check or first failed order on this node,
+	// or from when it was last revived. A stalled tenant gets no more DNS
+	// checks or orders, in the background or on demand, and uses none of
+	// the order limits, until a PUT of it or a check now call revives it.
+	// Renewals are never given up. Default: `168h` (7 days).
+	GiveUpAfter caddy.Duration `json:"give_up_after,omitempty"`
 
 	// How often the tenants kept in Caddy's storage are re-read. Tenants
 	// added through the admin API are kept there, so that every node
@@ -151,6 +161,8 @@ type App struct {
 	certs        *certStates
 	pre          *preIssuer // nil when pre-issuance is off
 	dns          *dnsGate   // nil without dns_targets
+	stalls       *stallTracker
+	checks       *checkRuns // check now calls running
 	removed      *removedTenants
 	// the registry of the config this one replaced, whose changes are
 	// reported at Start
@@ -279,6 +291,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.DNSCheckInterval < 0 {
 		return fmt.Errorf("dns_check_interval must be positive")
 	}
+	if a.GiveUpAfter == 0 {
+		a.GiveUpAfter = caddy.Duration(DefaultGiveUpAfter)
+	}
+	if a.GiveUpAfter < 0 {
+		return fmt.Errorf("give_up_after must be positive")
+	}
+	a.stalls = newStallTracker(time.Duration(a.GiveUpAfter))
+	a.checks = newCheckRuns()
 	if a.dns, err = newAppDNSGate(a); err != nil {
 		return err
 	}

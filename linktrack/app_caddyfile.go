@@ -34,6 +34,7 @@ import (
 //		dns_targets <name-or-address...>
 //		dns_resolvers <host:port...>
 //		dns_check_interval <duration>
+//		give_up_after <duration>
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -142,7 +143,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.DNSResolvers = append(a.DNSResolvers, args...)
 
-		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown", "renewal_check_interval", "dns_check_interval":
+		case "file_check_interval", "storage_refresh_interval", "issuance_cooldown", "renewal_check_interval", "dns_check_interval", "give_up_after":
 			field := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -160,6 +161,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.RenewalCheckInterval = caddy.Duration(interval)
 			case "dns_check_interval":
 				a.DNSCheckInterval = caddy.Duration(interval)
+			case "give_up_after":
+				a.GiveUpAfter = caddy.Duration(interval)
 			default:
 				a.IssuanceCooldown = caddy.Duration(interval)
 			}

@@ -25,8 +25,9 @@ type certificateState struct {
 	// (dns_targets is set and the domain does not resolve to this edge
 	// yet: no order is placed), pending (to be obtained in the
 	// background; after a failed issuance, with the error and the time of
-	// the next try), valid or expired; per_name for a wildcard tenant,
-	// whose names each get their own certificate.
+	// the next try), stalled (given up after give_up_after: no more
+	// checks or orders until revived), valid or expired; per_name for a
+	// wildcard tenant, whose names each get their own certificate.
 	Status   string     `json:"status"`
 	NotAfter *time.Time `json:"not_after,omitempty"`
 	Error    string     `json:"error,omitempty"`
@@ -40,6 +41,8 @@ type certificateState struct {
 	// registered_domain_limit) hold the first order back until then at
 	// the earliest.
 	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	// While stalled: since when, since when it was tried, and why.
+	Stalled *stalledState `json:"stalled,omitempty"`
 }
 
 // certStates remembers the last failure to obtain a certificate for each
@@ -118,6 +121,11 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 				Err: fmt.Errorf("'%s' is in cooldown after a failed issuance until %s", name, next.Format(time.RFC3339)),
 			})
 		}
+		if _, stalled := c.app.stalls.isStalled(name); stalled && !renewal {
+			return fmt.Errorf("%w: %w", caddy.ErrEventAborted, certmagic.ErrNoRetry{
+				Err: fmt.Errorf("'%s' is stalled: no order until it is revived", name),
+			})
+		}
 	case "cert_obtained":
 		if !c.isTenant(name) {
 			return nil
@@ -125,6 +133,7 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 		c.mu.Lock()
 		delete(c.failures, name)
 		c.mu.Unlock()
+		c.app.stalls.obtained(name)
 		event := "obtained"
 		if renewal {
 			event = "renewed"
@@ -147,17 +156,31 @@ func (c *certStates) Handle(_ context.Context, e caddy.Event) error {
 		if !renewal && c.app.dns != nil {
 			c.app.dns.unready(name) // checked again before the next order
 		}
+		// a first order that keeps failing is given up
+		var stalled *stalledState
+		newlyStalled := false
+		if !renewal && !c.known(name) {
+			if st, ok, newly := c.app.stalls.giveUp(name, f.at, "orders kept failing: "+f.err); ok {
+				stalled, newlyStalled = &st, newly
+			}
+		}
 		c.app.metrics.certEvents.WithLabelValues("failed").Inc()
 		c.logger.Warn("tenant certificate failed",
 			zap.String("domain", name),
 			zap.Bool("renewal", renewal),
 			zap.String("error", f.err),
 			zap.Duration("cooldown", f.delay),
-			zap.Time("next_try", f.next))
+			zap.Time("next_try", f.next),
+			zap.Bool("stalled", stalled != nil))
 		c.app.tenantStateChanged(name, stateFailed, errors.New(f.err))
 		if c.app.pre != nil {
 			c.app.pre.failed(name)
-			time.AfterFunc(time.Until(f.next), func() { c.app.pre.recheck(name) }) // try again when the cooldown ends
+			if stalled == nil {
+				time.AfterFunc(time.Until(f.next), func() { c.app.pre.recheck(name) }) // try again when the cooldown ends
+			}
+		}
+		if newlyStalled {
+			c.app.stall(name, *stalled)
 		}
 	}
 	return nil
@@ -212,6 +235,7 @@ func (c *certStates) handedBack(name string, notBefore, notAfter time.Time) {
 		recheck = now.Add(recheckAfter)
 	}
 	c.record(name, notBefore, notAfter, recheck)
+	c.app.stalls.obtained(name) // one from another node sharing the storage, say
 }
 
 // due reports whether a background handshake should get name a
@@ -359,6 +383,14 @@ func (c *certStates) scanStorage(ctx context.Context, stop <-chan struct{}) {
 // scanLoaders is how many certificates the start-up scan loads at once.
 const scanLoaders = 8
 
+// endCooldown forgets name's last failure: a revived tenant's order
+// may be placed at once.
+func (c *certStates) endCooldown(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.failures, name)
+}
+
 // inCooldown reports whether no order may be placed for name yet, and
 // until when.
 func (c *certStates) inCooldown(name string) (time.Time, bool) {
@@ -453,6 +485,16 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 	failure, failed := c.failures[domain]
 	c.mu.Unlock()
 	var st certificateState
+	if stalled, ok := c.app.stalls.isStalled(domain); ok {
+		st = certificateState{Status: "stalled", Stalled: &stalled}
+		if failed {
+			st.Error, st.FailedAt = failure.err, &failure.at
+		}
+		if gate := c.app.dns; gate != nil {
+			st.DNS, _ = gate.status(domain)
+		}
+		return st
+	}
 	if failed {
 		st = certificateState{Status: "pending", Error: failure.err, FailedAt: &failure.at, NextTry: &failure.next}
 		if time.Now().Before(failure.next) {
@@ -480,9 +522,9 @@ func (c *certStates) state(ctx context.Context, domain string) certificateState 
 
 // status returns a domain's certificate status from what this node
 // knows in memory, without reading storage: valid or expired for a
-// certificate seen, pending after a failure or while pre-issuance is
-// on, awaiting_dns while dns_targets holds the first order back, none
-// otherwise, per_name for a wildcard. A listing of every
+// certificate seen, stalled when given up, pending after a failure or
+// while pre-issuance is on, awaiting_dns while dns_targets holds the
+// first order back, none otherwise, per_name for a wildcard. A listing of every
 // tenant uses it; state reads storage for one tenant.
 func (c *certStates) status(domain string, now time.Time) string {
 	if strings.HasPrefix(domain, "*.") {
@@ -497,6 +539,8 @@ func (c *certStates) status(domain string, now time.Time) string {
 		return "expired"
 	case issued:
 		return "valid"
+	case c.isStalled(domain):
+		return "stalled"
 	case failed && now.Before(f.next):
 		return "pending"
 	case c.app.dns != nil && !c.app.dns.isReady(domain):
@@ -506,6 +550,12 @@ func (c *certStates) status(domain string, now time.Time) string {
 	default:
 		return "none"
 	}
+}
+
+// isStalled reports whether name is stalled.
+func (c *certStates) isStalled(name string) bool {
+	_, stalled := c.app.stalls.isStalled(name)
+	return stalled
 }
 
 // Interface guards

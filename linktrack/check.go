@@ -46,11 +46,15 @@ type domainCheck struct {
 	explicit  bool   // the provider or upstream was given, not detected
 	resolve   string // --resolve as given: the tested server, for people
 	resolveIP string // connect here instead of the resolved address
-	dnsServer string // host:port
+	dns       dnsResolver
 	httpPort  int
 	httpsPort int
 	roots     *x509.CertPool // nil: the system's
 	timeout   time.Duration
+	// why the checks that need the domain's certificate (tls, https,
+	// provider) are not run: a handshake with a server that has none
+	// yet would order one; empty to run them
+	noCertificate string
 
 	// decided by the DNS check
 	connectIP      string
@@ -61,6 +65,52 @@ type domainCheck struct {
 
 	tlsOK   bool // the certificate verified
 	httpsOK bool
+}
+
+// newDomainCheck returns the checks of domain, whose DNS questions
+// resolver answers, against a server listening on httpPort and
+// httpsPort; each network step takes at most timeout. The command and
+// the admin API's check now call both start here.
+func newDomainCheck(domain string, resolver dnsResolver, httpPort, httpsPort int, timeout time.Duration) *domainCheck {
+	resolver.timeout = timeout
+	return &domainCheck{domain: domain, dns: resolver, httpPort: httpPort, httpsPort: httpsPort, timeout: timeout, origin: "provider not given"}
+}
+
+// forProvider checks the domain as served for provider and region.
+func (c *domainCheck) forProvider(provider, region string) error {
+	u, region, err := LookupOrigin(provider, region)
+	if err != nil {
+		return err
+	}
+	p, _ := LookupProvider(provider)
+	c.provider, c.region, c.explicit = &p, region, true
+	c.origin = fmt.Sprintf("%s %s → %s", provider, region, u)
+	return nil
+}
+
+// forOrigin checks the domain as served for an origin that is no
+// provider: an upstream URL, or a named origin (name is then its name).
+func (c *domainCheck) forOrigin(name, upstream string) error {
+	u, err := ParseUpstream(upstream)
+	if err != nil {
+		return err
+	}
+	c.origin, c.explicit = u.String(), true
+	if name != "" {
+		c.origin = "origin " + name + " → " + c.origin
+	}
+	return nil
+}
+
+// failures counts the checks of results that failed.
+func failures(results []checkResult) int {
+	n := 0
+	for _, r := range results {
+		if r.Status == checkFail {
+			n++
+		}
+	}
+	return n
 }
 
 // allowedCAs are the CAA identities of the CAs Caddy uses by default.
@@ -88,9 +138,9 @@ func (c *domainCheck) atProvider() bool {
 	return c.detected != nil && c.resolveIP == ""
 }
 
-// resolver asks the DNS server of the check.
+// resolver asks the DNS servers of the check.
 func (c *domainCheck) resolver() dnsResolver {
-	return dnsResolver{servers: []string{c.dnsServer}, timeout: c.timeout}
+	return c.dns
 }
 
 // query asks the DNS server one question.
@@ -284,7 +334,20 @@ func (c *domainCheck) address(port int) string {
 	return net.JoinHostPort(c.connectIP, strconv.Itoa(port))
 }
 
+// notRun is a check not run because the server has no certificate for
+// the domain yet.
+func (c *domainCheck) notRun(check string) (checkResult, bool) {
+	if c.noCertificate == "" {
+		return checkResult{}, false
+	}
+	return checkResult{Check: check, Status: checkWarn, Detail: "not run: " + c.noCertificate,
+		Fix: "check again once the certificate is valid"}, true
+}
+
 func (c *domainCheck) checkTLS(ctx context.Context) checkResult {
+	if r, skip := c.notRun("tls"); skip {
+		return r
+	}
 	r := checkResult{Check: "tls"}
 	if c.connectIP == "" {
 		r.Status, r.Detail, r.Fix = checkFail, "no address to connect to", "fix DNS first"
@@ -360,6 +423,9 @@ func (c *domainCheck) get(ctx context.Context, scheme, host, method, path string
 }
 
 func (c *domainCheck) checkReachable(ctx context.Context, scheme string) checkResult {
+	if r, skip := c.notRun(scheme); skip && scheme == "https" {
+		return r
+	}
 	r := checkResult{Check: scheme}
 	if c.connectIP == "" {
 		r.Status, r.Detail, r.Fix = checkFail, "no address to connect to", "fix DNS first"
@@ -389,6 +455,9 @@ func (c *domainCheck) checkReachable(ctx context.Context, scheme string) checkRe
 }
 
 func (c *domainCheck) checkProvider(ctx context.Context) checkResult {
+	if r, skip := c.notRun("provider"); skip {
+		return r
+	}
 	r := checkResult{Check: "provider"}
 	if c.atProvider() {
 		r.Status, r.Detail = checkWarn, "not run: it tests a proxy, and DNS points at "+c.detected.Provider.Title

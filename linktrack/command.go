@@ -90,35 +90,29 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	if err != nil || strings.HasPrefix(domain, "*.") {
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("domain: %v", err)
 	}
-	c := &domainCheck{
-		domain:    domain,
-		resolve:   fl.String("resolve"),
-		dnsServer: fl.String("dns-server"),
-		httpPort:  fl.Int("http-port"),
-		httpsPort: fl.Int("https-port"),
-		timeout:   fl.Duration("timeout"),
+	dnsServer := fl.String("dns-server")
+	if dnsServer == "" {
+		servers, err := systemResolvers()
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("no DNS server: pass --dns-server (%v)", err)
+		}
+		dnsServer = servers[0]
 	}
+	c := newDomainCheck(domain, dnsResolver{servers: []string{dnsServer}}, fl.Int("http-port"), fl.Int("https-port"), fl.Duration("timeout"))
+	c.resolve = fl.String("resolve")
 	switch provider, upstream := fl.String("provider"), fl.String("upstream"); {
 	case provider != "" && upstream != "":
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("--provider and --upstream are mutually exclusive")
 	case provider != "":
-		u, region, err := LookupOrigin(provider, fl.String("region"))
-		if err != nil {
+		if err := c.forProvider(provider, fl.String("region")); err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
-		p, _ := LookupProvider(provider)
-		c.provider, c.region, c.explicit = &p, region, true
-		c.origin = fmt.Sprintf("%s %s → %s", provider, region, u)
 	case upstream != "":
-		u, err := ParseUpstream(upstream)
-		if err != nil {
+		if err := c.forOrigin("", upstream); err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
-		c.origin, c.explicit = u.String(), true
 	case fl.String("region") != "":
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("--region needs --provider")
-	default:
-		c.origin = "provider not given"
 	}
 	if c.resolve != "" {
 		if _, err := netip.ParseAddr(c.resolve); err == nil {
@@ -128,13 +122,6 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		} else {
 			c.resolve = name
 		}
-	}
-	if c.dnsServer == "" {
-		servers, err := systemResolvers()
-		if err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("no DNS server: pass --dns-server (%v)", err)
-		}
-		c.dnsServer = servers[0]
 	}
 	if caFile := fl.String("ca-file"); caFile != "" {
 		pem, err := os.ReadFile(caFile)
@@ -150,13 +137,7 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	}
 
 	results := c.run(context.Background())
-	failures := 0
-	for _, r := range results {
-		if r.Status == checkFail {
-			failures++
-		}
-	}
-	failed := failures > 0
+	failed := failures(results) > 0
 	serve := c.provider != nil && !c.explicit
 	if fl.Bool("json") {
 		out := map[string]any{"domain": domain, "origin": c.origin, "ok": !failed, "checks": results}
@@ -196,7 +177,7 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	}
 	if failed {
 		// Caddy's command wrapper exits 1 only with an error
-		return 1, fmt.Errorf("%d of %d checks failed", failures, len(results))
+		return 1, fmt.Errorf("%d of %d checks failed", failures(results), len(results))
 	}
 	return 0, nil
 }

@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -107,6 +108,12 @@ type dnsGate struct {
 	first    time.Duration
 	logger   *zap.Logger
 	ready    func(name string) // wakes a ready tenant's order
+	// gives up on a tenant that stays not ready; nil never does
+	stalls *stallTracker
+	// report a tenant that starts awaiting DNS, and one that stalls;
+	// either may be nil
+	awaiting func(name string, cause error)
+	stalled  func(name string, st stalledState)
 
 	mu      sync.Mutex
 	tenants map[string]*dnsWait
@@ -147,6 +154,9 @@ func (g *dnsGate) admit(name string, changed bool) bool {
 	w, ok := g.tenants[name]
 	if ok && w.last != nil && w.last.Ready {
 		return true
+	}
+	if _, stalled := g.stalls.isStalled(name); stalled {
+		return false // no more checks until it is revived
 	}
 	if !ok || changed {
 		g.enqueueLocked(name)
@@ -275,9 +285,17 @@ func (g *dnsGate) checkNow(ctx context.Context, name string, known bool) dnsRead
 
 // record keeps the result of a check of name. A ready tenant's order is
 // woken; a tenant still awaiting DNS is checked again after its delay,
-// which doubles each time. A tenant with a certificate (known) is only
-// reported. It returns r with its next check.
+// which doubles each time, unless it has awaited DNS for give_up_after:
+// then it stalls, and is checked no more. A tenant with a certificate
+// (known) is only reported. It returns r with its next check.
 func (g *dnsGate) record(name string, r dnsReadiness, known bool, cause string) dnsReadiness {
+	var stalled *stalledState
+	newlyStalled := false
+	if !r.Ready && !known {
+		if st, ok, now := g.stalls.giveUp(name, r.CheckedAt, "dns never reached this edge: "+r.summary()); ok {
+			stalled, newlyStalled = &st, now
+		}
+	}
 	g.mu.Lock()
 	delete(g.queued, name)
 	if g.stopped {
@@ -294,13 +312,21 @@ func (g *dnsGate) record(name string, r dnsReadiness, known bool, cause string) 
 		w.timer.Stop()
 		w.timer = nil
 	}
-	if !r.Ready && !known {
+	switch {
+	case stalled != nil:
+		w.delay = 0
+	case !r.Ready && !known:
 		w.delay = min(max(2*w.delay, g.first), max(maxDNSCheckDelay, g.first))
-		w.next = r.CheckedAt.Add(w.delay)
+		wait := w.delay
+		if _, giveUpAt := g.stalls.tried(name, r.CheckedAt); !giveUpAt.IsZero() {
+			// the check that gives up comes on time
+			wait = max(min(wait, giveUpAt.Sub(r.CheckedAt)), 0)
+		}
+		w.next = r.CheckedAt.Add(wait)
 		next := w.next
 		r.NextCheck = &next
-		w.timer = time.AfterFunc(w.delay, func() { g.enqueue(name) })
-	} else {
+		w.timer = time.AfterFunc(time.Until(next), func() { g.enqueue(name) })
+	default:
 		w.delay = 0
 	}
 	w.last = &r
@@ -326,10 +352,53 @@ func (g *dnsGate) record(name string, r dnsReadiness, known bool, cause string) 
 	case r.Ready:
 		g.logger.Info("tenant dns ready", fields...)
 		g.ready(name)
+	case stalled != nil:
+		if newlyStalled && g.stalled != nil {
+			g.stalled(name, *stalled)
+		}
 	case first:
 		g.logger.Info("tenant awaiting dns", fields...)
+		if g.awaiting != nil {
+			g.awaiting(name, errors.New(r.summary()))
+		}
 	}
 	return r
+}
+
+// summary says in one line what a check that found a domain not ready
+// saw, and what it expected.
+func (r dnsReadiness) summary() string {
+	seen := "no records"
+	if len(r.RecordsSeen) > 0 {
+		seen = strings.Join(r.RecordsSeen, ", ")
+	}
+	s := fmt.Sprintf("records seen: %s; expected: %s", seen, strings.Join(r.RecordsExpected, " or "))
+	if r.Error != "" {
+		s += "; " + r.Error
+	}
+	return s
+}
+
+// revive forgets the last check of a tenant that stalled, so that its
+// next check is reported as a first one and its delays start over, and
+// queues that check unless the caller runs it (check false). Until that
+// check ends, admit neither admits nor queues it.
+func (g *dnsGate) revive(name string, check bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w, ok := g.tenants[name]
+	if !ok {
+		w = new(dnsWait)
+		g.tenants[name] = w
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	w.last, w.delay = nil, 0
+	if check {
+		g.enqueueLocked(name)
+	}
 }
 
 // status returns what is known of name's readiness: its last check,
@@ -413,33 +482,34 @@ func (g *dnsGate) close() {
 }
 
 // newAppDNSGate sets up the gate of dns_targets, or returns nil when
-// dns_targets is not set.
+// dns_targets is not set; it checks dns_resolvers either way.
 func newAppDNSGate(a *App) (*dnsGate, error) {
-	if len(a.DNSTargets) == 0 {
-		if len(a.DNSResolvers) > 0 {
-			return nil, fmt.Errorf("dns_resolvers is set without dns_targets")
-		}
-		return nil, nil
-	}
-	targets, err := parseDNSTargets(a.DNSTargets)
-	if err != nil {
-		return nil, fmt.Errorf("dns_targets: %v", err)
-	}
 	servers := a.DNSResolvers
 	for _, s := range servers {
 		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
 			return nil, fmt.Errorf("dns_resolvers: '%s' must be host:port", s)
 		}
 	}
+	if len(a.DNSTargets) == 0 {
+		return nil, nil // dns_resolvers serve check now calls alone
+	}
+	targets, err := parseDNSTargets(a.DNSTargets)
+	if err != nil {
+		return nil, fmt.Errorf("dns_targets: %v", err)
+	}
 	if len(servers) == 0 {
 		if servers, err = systemResolvers(); err != nil {
 			return nil, fmt.Errorf("dns_targets: no system DNS resolver; set dns_resolvers: %v", err)
 		}
 	}
-	return newDNSGate(targets, dnsResolver{servers: servers, timeout: dnsCheckTimeout},
+	g := newDNSGate(targets, dnsResolver{servers: servers, timeout: dnsCheckTimeout},
 		time.Duration(a.DNSCheckInterval), a.logger.Named("dns"), func(name string) {
 			if a.pre != nil {
 				a.pre.recheck(name)
 			}
-		}), nil
+		})
+	g.stalls = a.stalls
+	g.awaiting = func(name string, cause error) { a.tenantStateChanged(name, stateAwaitingDNS, cause) }
+	g.stalled = a.stall
+	return g, nil
 }

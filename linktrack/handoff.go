@@ -59,6 +59,7 @@ func (a *App) inherit(prev *App) {
 	if a.dns != nil && prev.dns != nil {
 		a.dns.inherit(prev.dns, s.has)
 	}
+	a.stalls.inherit(prev.stalls, s.has)
 	// the CA counts orders per account and domain, not per config
 	if a.pre != nil && prev.pre != nil && a.pre.orders.sameLimits(prev.pre.orders) {
 		a.pre.orders = prev.pre.orders

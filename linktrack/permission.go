@@ -89,6 +89,9 @@ func (p *Permission) check(name string) error {
 	if until, cooling := p.app.certs.refuses(host); cooling {
 		return fmt.Errorf("%w: '%s' is in cooldown after a failed issuance until %s", caddytls.ErrPermissionDenied, name, until.Format(time.RFC3339))
 	}
+	if st, stalled := p.app.stalls.isStalled(host); stalled && !p.app.certs.known(host) {
+		return fmt.Errorf("%w: '%s' is stalled since %s: %s", caddytls.ErrPermissionDenied, name, st.Since.Format(time.RFC3339), st.Why)
+	}
 	// a first order waits for the domain's DNS to reach this edge; a
 	// certificate known, or in storage before the scan of it ends, is
 	// loaded and renewed; names under a wildcard are not checked

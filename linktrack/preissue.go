@@ -185,6 +185,9 @@ func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, boo
 			return true
 		}
 		known := p.app.certs.known(name)
+		if _, stalled := p.app.stalls.isStalled(name); stalled && !known {
+			return true // given up: no check, no order, until revived
+		}
 		if gate := p.app.dns; gate != nil {
 			if known {
 				gate.report(name) // a renewal is not held back
@@ -293,6 +296,9 @@ func (p *preIssuer) obtain(ctx context.Context, name string) {
 	p.busy[name] = cancel
 	p.mu.Unlock()
 	if !p.app.certs.known(name) {
+		if _, stalled := p.app.stalls.isStalled(name); stalled {
+			return // stalled while queued
+		}
 		if err := p.orders.wait(ctx, name, func(until time.Time) { p.rateLimited(name, until) }); err != nil {
 			if errors.Is(err, errRegisteredDomainLimit) {
 				p.rateLimited(name, p.orders.readyAt(name, time.Now()))

@@ -142,6 +142,12 @@ func (a *App) followStorageLocked(ctx context.Context, cause string) error {
 	a.followed = version
 	a.metrics.reloads.WithLabelValues("storage", "ok").Inc()
 	a.swap(s, cause)
+	// a tenant put again, through any node, is revived if it stalled
+	for _, c := range changes {
+		for _, r := range c.Put {
+			a.revive(r.Domain, "put")
+		}
+	}
 	return nil
 }
 

@@ -31,6 +31,7 @@ func (a *App) reportChanges(prev, next *snapshot, cause string) {
 			if a.pre != nil {
 				a.pre.forget(domain)
 			}
+			a.stalls.forget(domain)
 			if a.removed != nil {
 				a.removed.removed(domain)
 			}
