@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,7 @@ const MaxTenantBody = 1 << 20
 //	GET    /linktrack/tenants/<domain>  one tenant and its certificate state
 //	PUT    /linktrack/tenants/<domain>  add or replace a tenant (JSON body)
 //	DELETE /linktrack/tenants/<domain>  remove a tenant
-//	POST   /linktrack/tenants/<domain>/check  check the tenant's DNS readiness now
+//	POST   /linktrack/tenants/<domain>/check  check the tenant's ownership and DNS readiness now
 //
 // Changes are kept in Caddy's storage, so every node that shares the
 // storage serves them; each costs the same whatever the number of
@@ -77,7 +78,21 @@ func (api *AdminAPI) Routes() []caddy.AdminRoute {
 // tenantView is a tenant as the admin API shows it.
 type tenantView struct {
 	registeredTenant
+	// With ownership_txt: the TXT record that verifies the tenant, and
+	// its last check while it is pending.
+	Ownership   *ownershipState   `json:"ownership,omitempty"`
 	Certificate *certificateState `json:"certificate,omitempty"`
+}
+
+// view returns a registered tenant as the admin API shows it: a tenant
+// pending ownership has the certificate status pending_ownership.
+func (a *App) view(ctx context.Context, rt registeredTenant) tenantView {
+	state := a.certs.state(ctx, rt.Domain)
+	v := tenantView{registeredTenant: rt, Ownership: a.ownershipView(rt.Domain), Certificate: &state}
+	if v.Ownership != nil && v.Ownership.Status == "pending" && state.Status != "valid" && state.Status != "expired" {
+		state.Status, state.DNS = statePendingOwnership, nil
+	}
+	return v
 }
 
 func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
@@ -118,8 +133,7 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		if !ok {
 			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
 		}
-		state := api.app.certs.state(r.Context(), canonical)
-		return writeJSON(w, http.StatusOK, tenantView{registeredTenant: rt, Certificate: &state})
+		return writeJSON(w, http.StatusOK, api.app.view(r.Context(), rt))
 	case http.MethodPut:
 		if err := api.admitChange(w); err != nil {
 			return err
@@ -138,6 +152,7 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 // checkView is the answer of a check now call.
 type checkView struct {
 	Domain      string            `json:"domain"`
+	Ownership   *ownershipState   `json:"ownership,omitempty"`
 	DNS         dnsReadiness      `json:"dns"`
 	Certificate *certificateState `json:"certificate"`
 }
@@ -160,15 +175,26 @@ func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain 
 	if _, ok := api.app.registered(canonical); !ok {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
 	}
-	if api.app.dns == nil {
+	pending := api.app.ownershipPendingNow(canonical)
+	if api.app.dns == nil && !pending {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("the linktrack app has no dns_targets: there is no DNS readiness to check")}
 	}
 	if err := api.admitChange(w); err != nil {
 		return err
 	}
-	result := api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
-	state := api.app.certs.state(r.Context(), canonical)
-	return writeJSON(w, http.StatusOK, checkView{Domain: canonical, DNS: result, Certificate: &state})
+	answer := checkView{Domain: canonical}
+	if pending {
+		// ownership first: a pending tenant's DNS readiness waits for it
+		if st, ok := api.app.ownership.checkPending(r.Context(), canonical, "check_now"); ok {
+			answer.Ownership = &st
+		}
+	}
+	if api.app.dns != nil {
+		answer.DNS = api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
+	}
+	rt, _ := api.app.registered(canonical)
+	answer.Certificate = api.app.view(r.Context(), rt).Certificate
+	return writeJSON(w, http.StatusOK, answer)
 }
 
 // pathDomain returns the canonical domain of a /linktrack/tenants/<domain>
@@ -224,8 +250,7 @@ func (api *AdminAPI) handlePut(w http.ResponseWriter, r *http.Request, c *tenant
 		status = http.StatusCreated
 		c.created = 1
 	}
-	state := api.app.certs.state(r.Context(), rt.Domain)
-	return writeJSON(w, status, tenantView{registeredTenant: rt, Certificate: &state})
+	return writeJSON(w, status, api.app.view(r.Context(), rt))
 }
 
 // handleDelete removes the tenant of the path.
@@ -267,7 +292,10 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, what string
 		}
 	}
 	var tooLarge *http.MaxBytesError
+	var wrongType *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &wrongType) && wrongType.Field != "":
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("decoding %s: %s: must be a JSON %s, not %s", what, wrongType.Field, wrongType.Type, wrongType.Value)}
 	case errors.As(err, &tooLarge):
 		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("decoding %s: the body exceeds the limit of %d bytes", what, limit)}
 	case err == io.EOF:

@@ -20,6 +20,7 @@ import (
 //		tenant <domain> <provider-or-origin> [<region>] {
 //			apple_app_site_association <file>
 //			assetlinks <file>
+//			ownership_verified
 //		}
 //		tenants_file <path>
 //		file_check_interval <duration>
@@ -34,6 +35,7 @@ import (
 //		dns_targets <name-or-address...>
 //		dns_resolvers <host:port...>
 //		dns_check_interval <duration>
+//		ownership_txt
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -101,11 +103,21 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				t.Region = args[2]
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				if field := d.Val(); field != "apple_app_site_association" && field != "assetlinks" {
+				switch field := d.Val(); field {
+				case "apple_app_site_association", "assetlinks":
+					if err := parseAppLink(d, &t.AppLinks); err != nil {
+						return err
+					}
+				case "ownership_verified":
+					if t.OwnershipVerified {
+						return d.Err("ownership_verified already specified")
+					}
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					t.OwnershipVerified = true
+				default:
 					return d.Errf("unrecognized tenant subdirective '%s'", field)
-				}
-				if err := parseAppLink(d, &t.AppLinks); err != nil {
-					return err
 				}
 			}
 			pending = append(pending, t)
@@ -205,6 +217,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				a.ChangeLimit, a.ChangeLimitWindow = n, caddy.Duration(window)
 			}
+
+		case "ownership_txt":
+			if a.OwnershipTXT {
+				return d.Err("ownership_txt already specified")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.OwnershipTXT = true
 
 		case "pre_issuance_workers":
 			if !d.NextArg() {

@@ -433,6 +433,8 @@ func (c *certStates) status(domain string, now time.Time) string {
 		return "valid"
 	case failed && now.Before(f.next):
 		return "pending"
+	case c.app.ownershipPendingNow(domain):
+		return statePendingOwnership
 	case c.app.dns != nil && !c.app.dns.isReady(domain):
 		return "awaiting_dns"
 	case failed || (c.app.pre != nil && !c.app.pre.off.Load()):

@@ -416,8 +416,8 @@ func (g *dnsGate) close() {
 // dns_targets is not set.
 func newAppDNSGate(a *App) (*dnsGate, error) {
 	if len(a.DNSTargets) == 0 {
-		if len(a.DNSResolvers) > 0 {
-			return nil, fmt.Errorf("dns_resolvers is set without dns_targets")
+		if len(a.DNSResolvers) > 0 && !a.OwnershipTXT {
+			return nil, fmt.Errorf("dns_resolvers is set without dns_targets or ownership_txt")
 		}
 		return nil, nil
 	}
