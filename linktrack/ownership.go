@@ -30,9 +30,9 @@ type ownershipState struct {
 	// The TXT record to set: its name, and the value it must hold.
 	RecordName  string `json:"record_name"`
 	RecordValue string `json:"record_value,omitempty"`
-	// The TXT values the last check saw, when it ended, and when the
-	// next one runs.
-	RecordsSeen []string   `json:"records_seen,omitempty"`
+	// The TXT values the last check saw (empty before the first), when
+	// it ended, and when the next one runs.
+	RecordsSeen []string   `json:"records_seen"`
 	Error       string     `json:"error,omitempty"`
 	CheckedAt   *time.Time `json:"checked_at,omitempty"`
 	NextCheck   *time.Time `json:"next_check,omitempty"`
@@ -290,7 +290,7 @@ func (g *ownershipGate) checkPending(ctx context.Context, name, cause string) (o
 	if e.extra != nil {
 		token = e.extra.ownershipToken
 	}
-	st := ownershipState{Status: "pending", RecordName: ownershipRecord(name), RecordValue: token}
+	st := ownershipState{Status: "pending", RecordName: ownershipRecord(name), RecordValue: token, RecordsSeen: []string{}}
 	now := time.Now()
 	st.CheckedAt = &now
 	switch {
@@ -304,11 +304,11 @@ func (g *ownershipGate) checkPending(ctx context.Context, name, cause string) (o
 		st.Status, st.CheckedAt = "verified", nil
 	default:
 		seen, err := g.txt(ctx, st.RecordName)
-		st.RecordsSeen = seen
 		if err != nil {
 			st.Error = err.Error()
 		}
 		for _, v := range seen {
+			st.RecordsSeen = append(st.RecordsSeen, "TXT "+v)
 			if v == token {
 				st.Status = "verified"
 			}
@@ -468,10 +468,10 @@ func (a *App) ownershipView(domain string) *ownershipState {
 		if token == "" {
 			return nil
 		}
-		return &ownershipState{Status: "verified", RecordName: ownershipRecord(domain), RecordValue: token}
+		return &ownershipState{Status: "verified", RecordName: ownershipRecord(domain), RecordValue: token, RecordsSeen: []string{}}
 	}
 	if st := a.ownership.status(domain); st != nil {
 		return st
 	}
-	return &ownershipState{Status: "pending", RecordName: ownershipRecord(domain), RecordValue: token}
+	return &ownershipState{Status: "pending", RecordName: ownershipRecord(domain), RecordValue: token, RecordsSeen: []string{}}
 }
