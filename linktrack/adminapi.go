@@ -153,7 +153,7 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 type checkView struct {
 	Domain      string            `json:"domain"`
 	Ownership   *ownershipState   `json:"ownership,omitempty"`
-	DNS         dnsReadiness      `json:"dns"`
+	DNS         *dnsReadiness     `json:"dns,omitempty"`
 	Certificate *certificateState `json:"certificate"`
 }
 
@@ -182,15 +182,11 @@ func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain 
 	if err := api.admitChange(w); err != nil {
 		return err
 	}
-	answer := checkView{Domain: canonical}
-	if pending {
-		// ownership first: a pending tenant's DNS readiness waits for it
-		if st, ok := api.app.ownership.checkPending(r.Context(), canonical, "check_now"); ok {
-			answer.Ownership = &st
-		}
-	}
+	// ownership first: a pending tenant's DNS readiness waits for it
+	answer := checkView{Domain: canonical, Ownership: api.app.checkOwnershipNow(r.Context(), canonical)}
 	if api.app.dns != nil {
-		answer.DNS = api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
+		result := api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
+		answer.DNS = &result
 	}
 	rt, _ := api.app.registered(canonical)
 	answer.Certificate = api.app.view(r.Context(), rt).Certificate

@@ -449,6 +449,19 @@ func (g *ownershipGate) close() {
 	g.queue = nil
 }
 
+// checkOwnershipNow checks a tenant pending ownership at once, as a
+// check now call does, and returns the check; nil when the tenant is
+// not pending.
+func (a *App) checkOwnershipNow(ctx context.Context, domain string) *ownershipState {
+	if !a.ownershipPendingNow(domain) {
+		return nil
+	}
+	if st, ok := a.ownership.checkPending(ctx, domain, "check_now"); ok {
+		return &st
+	}
+	return nil
+}
+
 // ownershipView returns a tenant's ownership for the admin API: nil
 // without ownership_txt, or for a tenant that has nothing to verify.
 func (a *App) ownershipView(domain string) *ownershipState {
