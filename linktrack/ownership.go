@@ -67,7 +67,7 @@ type ownershipGate struct {
 	logger   *zap.Logger
 
 	mu       sync.Mutex
-	verified map[string]bool // verified here, before the registry shows it
+	verified map[string]string // domain: token verified here, before the registry shows it
 	tenants  map[string]*ownershipWait
 	queued   map[string]bool
 	queue    []string
@@ -105,7 +105,7 @@ func newOwnershipGate(a *App) (*ownershipGate, error) {
 		resolver: dnsResolver{servers: servers, timeout: dnsCheckTimeout},
 		first:    time.Duration(a.DNSCheckInterval),
 		logger:   a.logger.Named("ownership"),
-		verified: make(map[string]bool),
+		verified: make(map[string]string),
 		tenants:  make(map[string]*ownershipWait),
 		queued:   make(map[string]bool),
 		signal:   make(chan struct{}, 1),
@@ -125,9 +125,13 @@ func (a *App) ownershipPending(s *snapshot, domain string, e entry) bool {
 	if s.sources[e.source] == storageSource && (e.extra == nil || e.extra.ownershipToken == "") {
 		return false
 	}
+	var token string
+	if e.extra != nil {
+		token = e.extra.ownershipToken
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return !g.verified[domain]
+	return token == "" || g.verified[domain] != token
 }
 
 // ownershipPendingNow is ownershipPending for a canonical domain of the
@@ -198,6 +202,19 @@ func (g *ownershipGate) changed(prev, next *snapshot) {
 	})
 	next.wildcards.eachChanged(prev.wildcards, func(parent string, e entry) bool {
 		check("*."+parent, e)
+		return true
+	})
+	// a tenant removed and added back proves its ownership again
+	prev.exact.eachChanged(next.exact, func(domain string, _ entry) bool {
+		if _, ok := next.exact.get(domain); !ok {
+			g.forget(domain)
+		}
+		return true
+	})
+	prev.wildcards.eachChanged(next.wildcards, func(parent string, _ entry) bool {
+		if _, ok := next.wildcards.get(parent); !ok {
+			g.forget("*." + parent)
+		}
 		return true
 	})
 }
@@ -282,8 +299,12 @@ func (g *ownershipGate) pop(stop <-chan struct{}) (string, bool) {
 func (g *ownershipGate) checkPending(ctx context.Context, name, cause string) (ownershipState, bool) {
 	s := g.app.snapshot()
 	e, ok := s.registered(name)
-	if !ok || !g.app.ownershipPending(s, name, e) {
+	if !ok {
 		g.forget(name)
+		return ownershipState{}, false
+	}
+	if !g.app.ownershipPending(s, name, e) {
+		g.stopChecks(name)
 		return ownershipState{}, false
 	}
 	var token string
@@ -301,7 +322,15 @@ func (g *ownershipGate) checkPending(ctx context.Context, name, cause string) (o
 		g.record(name, st, false)
 		return st, true
 	case g.storedVerification(ctx, name, token):
+		g.mu.Lock()
+		g.verified[name] = token
+		g.mu.Unlock()
+		g.stopChecks(name)
+		if g.app.pre != nil {
+			g.app.pre.recheck(name)
+		}
 		st.Status, st.CheckedAt = "verified", nil
+		return st, true
 	default:
 		seen, err := g.txt(ctx, st.RecordName)
 		if err != nil {
@@ -375,9 +404,10 @@ func (g *ownershipGate) record(name string, st ownershipState, again bool) owner
 // order is woken.
 func (g *ownershipGate) verify(ctx context.Context, s *snapshot, name string, e entry, token, cause string) {
 	g.mu.Lock()
-	g.verified[name] = true
+	g.verified[name] = token
+	delete(g.tenants, name)
 	g.mu.Unlock()
-	g.forget(name)
+	g.stopChecks(name)
 	g.logger.Info("tenant ownership verified", zap.String("domain", name), zap.String("cause", cause))
 	if s.sources[e.source] == storageSource {
 		t := s.tenant(name, e)
@@ -423,10 +453,23 @@ func (g *ownershipGate) status(name string) *ownershipState {
 	return nil
 }
 
-// forget drops the checks of a tenant no longer pending.
+// forget drops what is known of a tenant's ownership: it is removed,
+// or no longer pending.
 func (g *ownershipGate) forget(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.stopChecksLocked(name)
+	delete(g.verified, name)
+}
+
+// stopChecks stops the checks of a tenant found verified.
+func (g *ownershipGate) stopChecks(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopChecksLocked(name)
+}
+
+func (g *ownershipGate) stopChecksLocked(name string) {
 	if w, ok := g.tenants[name]; ok {
 		if w.timer != nil {
 			w.timer.Stop()

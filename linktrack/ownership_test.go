@@ -25,7 +25,7 @@ func ownershipApp(t *testing.T, on bool, config, stored []Tenant) *App {
 	a.registry.Store(s)
 	if on {
 		a.OwnershipTXT = true
-		a.ownership = &ownershipGate{app: a, verified: make(map[string]bool), tenants: make(map[string]*ownershipWait),
+		a.ownership = &ownershipGate{app: a, verified: make(map[string]string), tenants: make(map[string]*ownershipWait),
 			queued: make(map[string]bool), signal: make(chan struct{}, 1)}
 	}
 	return a
@@ -97,9 +97,29 @@ func TestOwnershipRefusals(t *testing.T) {
 		}
 	}
 
-	a.ownership.verified["new.brand.test"] = true
+	a.ownership.verified["new.brand.test"] = testToken
 	if err := p.CertificateAllowed(context.Background(), "new.brand.test"); err != nil {
 		t.Errorf("verified on this node, still denied: %v", err)
+	}
+	// removed and added back with another token: pending again
+	prev := a.snapshot()
+	removed, err := prev.withChanges(storageSource, nil, []string{"new.brand.test"}, testRoutes(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.registry.Store(removed)
+	a.ownership.changed(prev, removed)
+	back, err := removed.withChanges(storageSource, []Tenant{{Domain: "new.brand.test", Provider: "sendgrid", OwnershipToken: strings.Repeat("b", 32)}}, nil, testRoutes(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.registry.Store(back)
+	a.ownership.changed(removed, back)
+	if err := p.CertificateAllowed(context.Background(), "new.brand.test"); err == nil {
+		t.Errorf("removed and added back with a new token, allowed without its TXT record")
+	}
+	if !a.ownership.queued["new.brand.test"] {
+		t.Errorf("a tenant added pending was not queued for a check at once")
 	}
 
 	off := ownershipApp(t, false, []Tenant{{Domain: "pending.brand.test", Provider: "sendgrid", OwnershipToken: testToken}}, nil)
