@@ -71,11 +71,12 @@ func plainGet(t *testing.T, httpPort int, host string) *standin.RawResponse {
 }
 
 // TestOwnershipTXT: with ownership_txt, a tenant added through the admin
-// API gets a token and stays pending_ownership, with no order, its
-// handshakes refused and plain HTTP answered 421, over several checks;
-// once _linktrack-verify.<domain> holds the token it is verified, gets
-// exactly one order and serves clicks; the verification is stored, so a
-// restart with the TXT record gone still serves it.
+// API gets a token, is checked at once, and stays pending_ownership, with
+// no order, its handshakes refused and plain HTTP answered 421, over
+// several checks; once _linktrack-verify.<domain> holds the token, a
+// check now call verifies it, long before its next scheduled check, and
+// it gets exactly one order and serves clicks; the verification is
+// stored, so a restart with the TXT record gone still serves it.
 func TestOwnershipTXT(t *testing.T) {
 	t.Parallel() // mostly waits on checks and Pebble
 	dir := t.TempDir()
@@ -87,7 +88,7 @@ func TestOwnershipTXT(t *testing.T) {
 	writeTenantsFile(t, tenantsFile)
 	app := fmt.Sprintf(`ownership_txt
 		dns_resolvers %s
-		dns_check_interval 1s
+		dns_check_interval 1h
 		tenants_file %s`, acme.dnsAddr, tenantsFile)
 	config := multiTenantConfig(ports, filepath.Join(dir, "storage"), acme, origin.Port(), caFile, app)
 	// one debug line per ownership check is the marker of the checks
@@ -104,8 +105,28 @@ func TestOwnershipTXT(t *testing.T) {
 	}
 	token := put.OwnershipToken
 
-	// three checks, each logged, and no order, no handshake, no click
+	// checked at once, then at each check now call: three checks, each
+	// logged, and no order, no handshake, no click
 	checked := func(e map[string]any) bool { return e["domain"] == domain }
+	p.waitLogFor(t, time.Minute, "tenant ownership checked", checked)
+	dnsRecord(t, acme.dnsControl, "/set-txt", fmt.Sprintf(`{"host": "_linktrack-verify.%s.", "value": "someone-else"}`, domain))
+	for range 2 {
+		status, body := adminRequest(t, ports.admin, "POST", "/linktrack/tenants/"+domain+"/check", "")
+		var answer struct {
+			Ownership *struct {
+				Status      string     `json:"status"`
+				RecordsSeen []string   `json:"records_seen"`
+				NextCheck   *time.Time `json:"next_check"`
+			} `json:"ownership"`
+			Certificate struct{ Status string } `json:"certificate"`
+		}
+		if err := json.Unmarshal([]byte(body), &answer); err != nil || status != 200 || answer.Ownership == nil ||
+			answer.Ownership.Status != "pending" || len(answer.Ownership.RecordsSeen) != 1 || answer.Ownership.RecordsSeen[0] != "TXT someone-else" ||
+			answer.Ownership.NextCheck == nil || time.Until(*answer.Ownership.NextCheck) < 30*time.Minute ||
+			answer.Certificate.Status != "pending_ownership" {
+			t.Fatalf("POST check %s while pending: %d %s, want pending having seen the other TXT, the next check an hour away", domain, status, body)
+		}
+	}
 	p.waitLogCount(t, time.Minute, "tenant ownership checked", 3, checked)
 	if refusedAtHandshake(t, ports.https, domain) == false {
 		t.Errorf("a tenant pending ownership completed a TLS handshake")
@@ -126,6 +147,10 @@ func TestOwnershipTXT(t *testing.T) {
 		v.Ownership.RecordsSeen == nil || v.Ownership.NextCheck == nil || v.Certificate.Status != "pending_ownership" {
 		t.Errorf("GET %s while pending: %d %s, want pending with the records seen and the next check", domain, status, body)
 	}
+	status, body = adminRequest(t, ports.admin, "GET", "/linktrack/tenants?status=pending_ownership", "")
+	if status != 200 || !strings.Contains(body, `"domain":"`+domain+`"`) || !strings.Contains(body, `"pending_ownership":1`) {
+		t.Errorf("listing of tenants pending ownership: %d %s", status, body)
+	}
 	// a replacement keeps the token, whatever else changes
 	status, body = adminRequest(t, ports.admin, "PUT", "/linktrack/tenants/"+domain, `{"origin": "esp", "metadata": {"plan": "pro"}}`)
 	if v := tenantOf(t, status, body); status != 200 || v.OwnershipToken != token {
@@ -137,9 +162,15 @@ func TestOwnershipTXT(t *testing.T) {
 		t.Errorf("PUT with a token of its own: %d %s, want 400 naming ownership_token", status, body)
 	}
 
-	// the TXT record holds the token: the next check verifies the tenant
+	// the TXT record holds the token: a check now call verifies the tenant
 	dnsRecord(t, acme.dnsControl, "/set-txt", fmt.Sprintf(`{"host": "_linktrack-verify.%s.", "value": %q}`, domain, token))
-	p.waitLogFor(t, time.Minute, "tenant ownership verified", checked)
+	status, body = adminRequest(t, ports.admin, "POST", "/linktrack/tenants/"+domain+"/check", "")
+	if status != 200 || !strings.Contains(body, `"ownership":{"status":"verified"`) {
+		t.Fatalf("POST check %s with its record set: %d %s, want ownership verified", domain, status, body)
+	}
+	if e := p.waitLog(t, "tenant ownership verified", checked); e["cause"] != "check_now" {
+		t.Errorf("%s verified by %v, want check_now", domain, e["cause"])
+	}
 	p.waitLogFor(t, 2*time.Minute, "tenant certificate obtained", checked)
 	acme.settle(t)
 	if n := acme.orders(); n != 1 {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -189,5 +191,23 @@ func TestOwnershipRecord(t *testing.T) {
 		if got := ownershipRecord(domain); got != want {
 			t.Errorf("%s: %s, want %s", domain, got, want)
 		}
+	}
+}
+
+func TestOwnershipCheckSchedule(t *testing.T) {
+	a := ownershipApp(t, true, nil, nil)
+	g := a.ownership
+	g.first = time.Minute
+	defer g.close()
+	checked := time.Now()
+	var delays []time.Duration
+	for range 9 {
+		st := g.record("link.brand.test", ownershipState{Status: "pending", CheckedAt: &checked}, true)
+		delays = append(delays, st.NextCheck.Sub(checked))
+	}
+	want := []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 16 * time.Minute,
+		32 * time.Minute, time.Hour, time.Hour, time.Hour}
+	if !slices.Equal(delays, want) {
+		t.Errorf("delays between checks: %v, want %v", delays, want)
 	}
 }
