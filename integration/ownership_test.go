@@ -142,6 +142,10 @@ func TestOwnershipTXT(t *testing.T) {
 	if n := origin.Count(); n != 0 {
 		t.Errorf("origin got %d requests for a tenant pending ownership", n)
 	}
+	// nor is it tried in the background: its verification wakes it
+	if n := countLog(p, "background handshake failed", "domain", domain); n != 0 {
+		t.Errorf("%d background handshakes for a tenant pending ownership", n)
+	}
 	status, body = adminRequest(t, ports.admin, "GET", "/linktrack/tenants/"+domain, "")
 	if v := tenantOf(t, status, body); v.OwnershipToken != token || v.Ownership == nil || v.Ownership.Status != "pending" ||
 		v.Ownership.RecordsSeen == nil || v.Ownership.NextCheck == nil || v.Certificate.Status != "pending_ownership" {

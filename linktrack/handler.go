@@ -43,10 +43,11 @@ const (
 // whatever domains its site matches. With neither, it serves the tenant
 // registry of the linktrack app: the request's Host selects the tenant,
 // and an unknown Host, or one of a tenant disabled or pending ownership
-// verification, is answered 421 without dialing any origin. The Host sent to the origin is the tracking domain the client
-// asked for (lowercase, without port or trailing dot), while the TLS
-// connection to the origin uses the origin's own name for SNI and
-// certificate verification. The request-target, every end-to-end
+// verification, is answered 421 without dialing any origin. The Host
+// sent to the origin is the tracking domain the client asked for
+// (lowercase, without port or trailing dot), while the TLS connection to
+// the origin uses the origin's own name for SNI and certificate
+// verification. The request-target, every end-to-end
 // header and the body are forwarded unchanged; the origin's response
 // comes back unchanged, redirects included.
 //
