@@ -184,8 +184,10 @@ func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, boo
 		if !p.app.certs.due(name, now) {
 			return true
 		}
-		if e, ok := s.exact.get(name); ok && p.app.ownershipPending(s, name, e) {
-			return true // its ownership check wakes it
+		if p.app.ownership != nil {
+			if e, ok := s.exact.get(name); ok && p.app.ownershipPending(s, name, e) {
+				return true // its ownership check wakes it
+			}
 		}
 		known := p.app.certs.known(name)
 		if gate := p.app.dns; gate != nil {
