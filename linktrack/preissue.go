@@ -78,6 +78,7 @@ func newPreIssuer(a *App) *preIssuer {
 		jobs:    make(chan string),
 		kick:    make(chan struct{}, 1),
 		busy:    make(map[string]context.CancelFunc),
+		retry:   make(map[string]retryAfter),
 		limited: make(map[string]time.Time),
 	}
 }
