@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,7 @@ const MaxTenantBody = 1 << 20
 //	GET    /linktrack/tenants/<domain>  one tenant and its certificate state
 //	PUT    /linktrack/tenants/<domain>  add or replace a tenant (JSON body)
 //	DELETE /linktrack/tenants/<domain>  remove a tenant
-//	POST   /linktrack/tenants/<domain>/check  check the tenant now: DNS readiness and `caddy linktrack check`; revives a stalled tenant
+//	POST   /linktrack/tenants/<domain>/check  check the tenant now: ownership, DNS readiness and `caddy linktrack check`; revives a stalled tenant
 //
 // Changes are kept in Caddy's storage, so every node that shares the
 // storage serves them; each costs the same whatever the number of
@@ -77,7 +78,21 @@ func (api *AdminAPI) Routes() []caddy.AdminRoute {
 // tenantView is a tenant as the admin API shows it.
 type tenantView struct {
 	registeredTenant
+	// With ownership_txt: the TXT record that verifies the tenant, and
+	// its last check while it is pending.
+	Ownership   *ownershipState   `json:"ownership,omitempty"`
 	Certificate *certificateState `json:"certificate,omitempty"`
+}
+
+// view returns a registered tenant as the admin API shows it: a tenant
+// pending ownership has the certificate status pending_ownership.
+func (a *App) view(ctx context.Context, rt registeredTenant) tenantView {
+	state := a.certs.state(ctx, rt.Domain)
+	v := tenantView{registeredTenant: rt, Ownership: a.ownershipView(rt.Domain), Certificate: &state}
+	if v.Ownership != nil && v.Ownership.Status == "pending" && state.Status != "valid" && state.Status != "expired" {
+		state.Status, state.DNS = statePendingOwnership, nil
+	}
+	return v
 }
 
 func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
@@ -118,8 +133,7 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		if !ok {
 			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
 		}
-		state := api.app.certs.state(r.Context(), canonical)
-		return writeJSON(w, http.StatusOK, tenantView{registeredTenant: rt, Certificate: &state})
+		return writeJSON(w, http.StatusOK, api.app.view(r.Context(), rt))
 	case http.MethodPut:
 		if err := api.admitChange(w); err != nil {
 			return err
@@ -136,8 +150,9 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 }
 
 // handleCheck checks a tenant at once (App.checkNow): it revives a
-// stalled tenant, records its DNS readiness check as a scheduled check
-// would, and runs the checks of `caddy linktrack check`. It counts
+// stalled tenant, checks a tenant pending ownership for its TXT record,
+// records its DNS readiness check as a scheduled check would, and runs
+// the checks of `caddy linktrack check`. It counts
 // against change_limit, as a change does; a second call for a tenant
 // whose check runs gets 409, and one past maxChecksAtOnce 429.
 func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain string) error {
@@ -222,8 +237,7 @@ func (api *AdminAPI) handlePut(w http.ResponseWriter, r *http.Request, c *tenant
 		status = http.StatusCreated
 		c.created = 1
 	}
-	state := api.app.certs.state(r.Context(), rt.Domain)
-	return writeJSON(w, status, tenantView{registeredTenant: rt, Certificate: &state})
+	return writeJSON(w, status, api.app.view(r.Context(), rt))
 }
 
 // handleDelete removes the tenant of the path.
@@ -265,7 +279,10 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, what string
 		}
 	}
 	var tooLarge *http.MaxBytesError
+	var wrongType *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &wrongType) && wrongType.Field != "":
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("decoding %s: %s: must be a JSON %s, not %s", what, wrongType.Field, wrongType.Type, wrongType.Value)}
 	case errors.As(err, &tooLarge):
 		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("decoding %s: the body exceeds the limit of %d bytes", what, limit)}
 	case err == io.EOF:

@@ -119,9 +119,23 @@ type App struct {
 	DNSTargets []string `json:"dns_targets,omitempty"`
 
 	// The DNS servers (host:port) that the checks of dns_targets and
-	// the check now calls of the admin API ask, in turn; for split DNS,
-	// and for tests. Default: the system's, from /etc/resolv.conf.
+	// the check now calls of the admin API and ownership_txt ask, in turn;
+	// for split DNS, and for tests. Default: the system's, from
+	// /etc/resolv.conf.
 	DNSResolvers []string `json:"dns_resolvers,omitempty"`
+
+	// Turns on ownership verification. A tenant added through the admin
+	// API gets a random ownership_token, and is pending_ownership until
+	// the TXT record `_linktrack-verify.<domain>` holds it: no
+	// certificate is ordered for it, its TLS handshakes are refused and
+	// plain HTTP gets 421. It is checked on the schedule of
+	// dns_check_interval, and at once on a change or a check now call;
+	// once found, it is verified for good, in storage. Tenants of the
+	// config and the tenants file are pending too unless they carry
+	// ownership_verified; they verify with the ownership_token they
+	// carry. Tenants stored before it was turned on, without a token, are
+	// served. Default: false.
+	OwnershipTXT bool `json:"ownership_txt,omitempty"`
 
 	// How long after its first check a tenant awaiting DNS is checked
 	// again; the delay doubles at each check, up to 1h. A change of the
@@ -159,8 +173,9 @@ type App struct {
 	changes      *changeLimiter
 	followed     uint64 // the version of the stored tenants the registry holds
 	certs        *certStates
-	pre          *preIssuer // nil when pre-issuance is off
-	dns          *dnsGate   // nil without dns_targets
+	pre          *preIssuer     // nil when pre-issuance is off
+	dns          *dnsGate       // nil without dns_targets
+	ownership    *ownershipGate // nil without ownership_txt
 	stalls       *stallTracker
 	checks       *checkRuns // check now calls running
 	removed      *removedTenants
@@ -302,6 +317,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.dns, err = newAppDNSGate(a); err != nil {
 		return err
 	}
+	if a.ownership, err = newOwnershipGate(a); err != nil {
+		return err
+	}
+	if err := watchTenantAccess(a.events, a); err != nil {
+		return err
+	}
 
 	for name, o := range a.Origins {
 		if !originName.MatchString(name) {
@@ -370,6 +391,9 @@ func (a *App) Start() error {
 	if a.dns != nil {
 		a.stopped.Go(func() { a.dns.run(a.ctx, a.stop, a.certs.known) })
 	}
+	if a.ownership != nil {
+		a.stopped.Go(func() { a.ownership.run(a.ctx, a.stop) })
+	}
 	a.stopped.Go(func() {
 		// know which tenants have certificates before obtaining any
 		a.certs.scanStorage(a.ctx, a.stop)
@@ -418,6 +442,9 @@ func (a *App) Cleanup() error {
 	if a.dns != nil {
 		a.dns.close()
 	}
+	if a.ownership != nil {
+		a.ownership.close()
+	}
 	return nil
 }
 
@@ -453,6 +480,9 @@ func (a *App) swap(s *snapshot, cause string) {
 	a.logger.Info("tenant registry loaded", zap.Int("tenants", s.len()), zap.String("cause", cause))
 	if old != nil {
 		a.reportChanges(old, s, cause)
+		if a.ownership != nil {
+			a.ownership.changed(old, s)
+		}
 	}
 	if a.pre != nil {
 		a.pre.changed()

@@ -20,6 +20,7 @@ import (
 //		tenant <domain> <provider-or-origin> [<region>] {
 //			apple_app_site_association <file>
 //			assetlinks <file>
+//			ownership_verified
 //		}
 //		tenants_file <path>
 //		file_check_interval <duration>
@@ -35,6 +36,7 @@ import (
 //		dns_resolvers <host:port...>
 //		dns_check_interval <duration>
 //		give_up_after <duration>
+//		ownership_txt
 //	}
 //
 // A tenant's second argument names an origin defined by `origin` if
@@ -102,11 +104,21 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				t.Region = args[2]
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				if field := d.Val(); field != "apple_app_site_association" && field != "assetlinks" {
+				switch field := d.Val(); field {
+				case "apple_app_site_association", "assetlinks":
+					if err := parseAppLink(d, &t.AppLinks); err != nil {
+						return err
+					}
+				case "ownership_verified":
+					if t.OwnershipVerified {
+						return d.Err("ownership_verified already specified")
+					}
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					t.OwnershipVerified = true
+				default:
 					return d.Errf("unrecognized tenant subdirective '%s'", field)
-				}
-				if err := parseAppLink(d, &t.AppLinks); err != nil {
-					return err
 				}
 			}
 			pending = append(pending, t)
@@ -208,6 +220,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				a.ChangeLimit, a.ChangeLimitWindow = n, caddy.Duration(window)
 			}
+
+		case "ownership_txt":
+			if a.OwnershipTXT {
+				return d.Err("ownership_txt already specified")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.OwnershipTXT = true
 
 		case "pre_issuance_workers":
 			if !d.NextArg() {

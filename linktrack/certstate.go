@@ -21,7 +21,9 @@ import (
 
 // certificateState is a tenant's certificate as the admin API shows it.
 type certificateState struct {
-	// none (pre-issuance is off and no click came yet), awaiting_dns
+	// none (pre-issuance is off and no click came yet), pending_ownership
+	// (ownership_txt is set and the tenant's TXT record is not found yet:
+	// no order is placed), awaiting_dns
 	// (dns_targets is set and the domain does not resolve to this edge
 	// yet: no order is placed), pending (to be obtained in the
 	// background; after a failed issuance, with the error and the time of
@@ -543,6 +545,8 @@ func (c *certStates) status(domain string, now time.Time) string {
 		return "stalled"
 	case failed && now.Before(f.next):
 		return "pending"
+	case c.app.ownershipPendingNow(domain):
+		return statePendingOwnership
 	case c.app.dns != nil && !c.app.dns.isReady(domain):
 		return "awaiting_dns"
 	case failed || (c.app.pre != nil && !c.app.pre.off.Load()):

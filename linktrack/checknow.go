@@ -60,6 +60,8 @@ func (r *checkRuns) end(name string) {
 // checkAnswer is the answer of a check now call.
 type checkAnswer struct {
 	Domain string `json:"domain"`
+	// The ownership check, with ownership_txt.
+	Ownership *ownershipState `json:"ownership,omitempty"`
 	// The DNS readiness check, with dns_targets.
 	DNS *dnsReadiness `json:"dns,omitempty"`
 	// Every check, in order: dns_targets (with dns_targets), then those
@@ -87,6 +89,8 @@ func (a *App) checkNow(ctx context.Context, rt registeredTenant) checkAnswer {
 	defer cancel()
 	domain := rt.Domain
 	answer := checkAnswer{Domain: domain, Revived: a.revive(domain, "check_now")}
+	// ownership first: a pending tenant's DNS readiness waits for it
+	answer.Ownership = a.checkOwnershipNow(ctx, domain)
 	if a.dns != nil {
 		r := a.dns.checkNow(ctx, domain, a.certs.known(domain))
 		answer.DNS = &r

@@ -42,10 +42,12 @@ const (
 // origin. With a provider or an upstream, it serves one origin for
 // whatever domains its site matches. With neither, it serves the tenant
 // registry of the linktrack app: the request's Host selects the tenant,
-// and an unknown Host is answered 421 without dialing any origin. The Host sent to the origin is the tracking domain the client
-// asked for (lowercase, without port or trailing dot), while the TLS
-// connection to the origin uses the origin's own name for SNI and
-// certificate verification. The request-target, every end-to-end
+// and an unknown Host, or one of a tenant disabled or pending ownership
+// verification, is answered 421 without dialing any origin. The Host
+// sent to the origin is the tracking domain the client asked for
+// (lowercase, without port or trailing dot), while the TLS connection to
+// the origin uses the origin's own name for SNI and certificate
+// verification. The request-target, every end-to-end
 // header and the body are forwarded unchanged; the origin's response
 // comes back unchanged, redirects included.
 //
@@ -271,6 +273,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		key, e, err := h.tenant(r, host)
 		if err != nil {
 			return err
+		}
+		if why := h.app.refusal(key, e); why != "" {
+			h.rejected.WithLabelValues(why).Inc()
+			return caddyhttp.Error(http.StatusMisdirectedRequest, fmt.Errorf("tenant for host '%s' is %s", host, why))
 		}
 		proxy, appLinks = e.route.proxy, e.appLinks
 		if key.wildcard {

@@ -18,7 +18,9 @@ func init() {
 }
 
 // Permission allows on-demand certificates for exactly the domains of
-// the linktrack app's tenant registry, wildcard matches included. It
+// the linktrack app's tenant registry, wildcard matches included, but
+// not for a tenant pending ownership verification (ownership_txt); a
+// disabled tenant's certificate is allowed, so that it stays renewed. It
 // answers in-process from the registry in memory, with no network I/O,
 // so a random or unknown name never causes an ACME order, and it keeps
 // answering when any control plane is down. It refuses IP addresses and
@@ -80,8 +82,15 @@ func (p *Permission) check(name string) error {
 	if s == nil {
 		return fmt.Errorf("%w: no tenant registry", caddytls.ErrPermissionDenied)
 	}
-	if _, ok := s.lookup(host); !ok {
+	key, e, ok := s.match(host)
+	if !ok {
 		return fmt.Errorf("%w: '%s' is not a tenant", caddytls.ErrPermissionDenied, name)
+	}
+	// a disabled tenant's certificate is still obtained and renewed;
+	// one pending ownership gets none until its TXT record is found
+	if p.app.refusal(key, e) == refusedPendingOwnership {
+		return fmt.Errorf("%w: '%s' is pending ownership verification: no TXT record %s with its token yet",
+			caddytls.ErrPermissionDenied, name, ownershipRecord(host))
 	}
 	if p.app.certs == nil {
 		return nil

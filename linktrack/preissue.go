@@ -78,6 +78,7 @@ func newPreIssuer(a *App) *preIssuer {
 		jobs:    make(chan string),
 		kick:    make(chan struct{}, 1),
 		busy:    make(map[string]context.CancelFunc),
+		retry:   make(map[string]retryAfter),
 		limited: make(map[string]time.Time),
 	}
 }
@@ -183,6 +184,11 @@ func (p *preIssuer) sweep(stop <-chan struct{}, since *snapshot) (*snapshot, boo
 	each(func(name string, changed bool) bool {
 		if !p.app.certs.due(name, now) {
 			return true
+		}
+		if p.app.ownership != nil {
+			if e, ok := s.exact.get(name); ok && p.app.ownershipPending(s, name, e) {
+				return true // its ownership check wakes it
+			}
 		}
 		known := p.app.certs.known(name)
 		if _, stalled := p.app.stalls.isStalled(name); stalled && !known {

@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -29,6 +30,28 @@ type Tenant struct {
 	// Local app-link files for this tenant. Default: none; every path
 	// goes to the origin.
 	AppLinks *AppLinks `json:"app_links,omitempty"`
+
+	// Whether the tenant is served. A disabled tenant keeps its
+	// certificate, which is still obtained and renewed, but its TLS
+	// handshakes are refused and plain HTTP requests are answered 421;
+	// nothing reaches its origin. Default: true.
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Any JSON object of up to 4 KiB (compact), kept with the tenant,
+	// shown by the admin API and carried in the tenant's events; linktrack
+	// never reads it. Default: none.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+
+	// With the app's ownership_txt, the tenant's domain is known to
+	// belong to the tenant: no TXT record is asked for. linktrack sets it
+	// once the TXT record is found. Default: false.
+	OwnershipVerified bool `json:"ownership_verified,omitempty"`
+
+	// With the app's ownership_txt, the value the TXT record
+	// `_linktrack-verify.<domain>` must hold before the tenant is served.
+	// The admin API sets a random one for a new tenant; in the config or
+	// the tenants file, the operator sets it. Default: none.
+	OwnershipToken string `json:"ownership_token,omitempty"`
 }
 
 // route is where a set of tenants' requests go. Tenants with the same
@@ -45,11 +68,13 @@ type route struct {
 // region or named origin, or an error naming the faulty field.
 type routeResolver func(Tenant) (*route, error)
 
-// entry is a registered domain: 24 bytes, so that a million tenants fit
-// in little memory.
+// entry is a registered domain: 32 bytes, so that a million tenants fit
+// in little memory. What few tenants carry (disabled, metadata,
+// ownership) is in extra, nil for the common tenant.
 type entry struct {
 	route    *route
 	appLinks *appLinkFiles
+	extra    *tenantExtra
 	source   uint16 // index into snapshot.sources
 }
 
@@ -273,6 +298,9 @@ func newEntry(t Tenant, resolve routeResolver) (string, entry, error) {
 			return "", entry{}, fmt.Errorf("domain '%s': app_links.%v", domain, err)
 		}
 	}
+	if e.extra, err = newTenantExtra(t); err != nil {
+		return "", entry{}, fmt.Errorf("domain '%s': %v", domain, err)
+	}
 	return domain, e, nil
 }
 
@@ -362,6 +390,7 @@ func (s *snapshot) tenant(domain string, e entry) Tenant {
 	if e.appLinks != nil {
 		t.AppLinks = e.appLinks.config
 	}
+	e.extra.fill(&t)
 	return t
 }
 

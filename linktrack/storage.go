@@ -190,6 +190,10 @@ func (a *App) changeStored(ctx context.Context, put []Tenant, remove []string) (
 	if err := s.checkChanges(storageSource, put, remove, a.resolve); err != nil {
 		return nil, err
 	}
+	put, err := a.withOwnership(s, put)
+	if err != nil {
+		return nil, err
+	}
 	created := make(map[string]bool)
 	change := tenantstore.Change{Put: make([]tenantstore.Record, 0, len(put)), Remove: remove}
 	for _, t := range put {

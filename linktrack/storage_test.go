@@ -2,7 +2,7 @@ package linktrack
 
 import (
 	"context"
-	"slices"
+	"reflect"
 	"testing"
 
 	"github.com/caddy-linktrack/caddy-linktrack/internal/tenantstore"
@@ -46,7 +46,7 @@ func TestLoadStoredReadsSnapshotAndJournal(t *testing.T) {
 		{Domain: "c.test", Provider: "sendgrid"},
 		{Domain: "d.test", Provider: "customerio", Region: "eu"},
 	}
-	if version != 3 || !slices.Equal(tenants, want) {
+	if version != 3 || !reflect.DeepEqual(tenants, want) {
 		t.Errorf("loaded version %d, %+v; want 3, %+v", version, tenants, want)
 	}
 }

@@ -23,4 +23,14 @@ func (a *App) tenantStateChanged(domain, state string, cause error) {
 }
 
 // tenantMetadata returns the metadata object a tenant carries, or nil.
-func (a *App) tenantMetadata(domain string) json.RawMessage { return nil }
+func (a *App) tenantMetadata(domain string) json.RawMessage {
+	s := a.snapshot()
+	if s == nil {
+		return nil
+	}
+	e, ok := s.registered(domain)
+	if !ok || e.extra == nil {
+		return nil
+	}
+	return e.extra.metadata
+}
