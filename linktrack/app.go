@@ -146,6 +146,7 @@ type App struct {
 	storage      certmagic.Storage
 	store        *tenantstore.Store
 	statusCounts *statusCounts
+	folder       *registryFolder
 	changes      *changeLimiter
 	followed     uint64 // the version of the stored tenants the registry holds
 	certs        *certStates
@@ -313,6 +314,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store = newTenantStore(a)
 	a.statusCounts = new(statusCounts)
+	a.folder = new(registryFolder)
 	stored, version, err := a.loadStored(ctx)
 	if err != nil {
 		return fmt.Errorf("tenants in storage: %v", err)
@@ -434,6 +436,7 @@ func (a *App) swap(s *snapshot, cause string) {
 	if a.pre != nil {
 		a.pre.changed()
 	}
+	a.foldIfDue(s)
 }
 
 // resolve returns the shared route of a tenant; see routeTable.resolve.
