@@ -336,6 +336,7 @@ type tableEdit struct {
 	from    domainTable
 	changes map[string]overlayChange // nil until the first change
 	fresh   []string                 // domains this edit added to the overlay, maybe twice
+	dropped bool                     // a domain left the overlay
 	size    int
 }
 
@@ -368,7 +369,10 @@ func (ed *tableEdit) record(domain string, c overlayChange) {
 	}
 	base, inBase := ed.from.base.entries[domain]
 	if c.removed && !inBase || !c.removed && inBase && base == c.e {
-		delete(ed.changes, domain)
+		if _, named := ed.changes[domain]; named {
+			delete(ed.changes, domain)
+			ed.dropped = true
+		}
 		return
 	}
 	if _, named := ed.changes[domain]; !named {
@@ -425,8 +429,15 @@ func (ed *tableEdit) mergedSorted() []string {
 	}
 	slices.Sort(ed.fresh)
 	fresh := slices.Compact(ed.fresh)
+	if len(fresh) == 0 && !ed.dropped {
+		return old
+	}
 	out := make([]string, 0, len(ed.changes))
 	keep := func(domain string) {
+		if !ed.dropped {
+			out = append(out, domain) // every domain named is still there
+			return
+		}
 		if _, ok := ed.changes[domain]; ok {
 			out = append(out, domain)
 		}
