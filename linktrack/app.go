@@ -315,15 +315,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.store = newTenantStore(a)
 	a.statusCounts = new(statusCounts)
 	a.folder = new(registryFolder)
-	stored, version, err := a.loadStored(ctx)
-	if err != nil {
-		return fmt.Errorf("tenants in storage: %v", err)
-	}
-	a.followed = version
-	s, err := a.build(fileTenants, stored)
+	s, version, err := a.buildWithStored(ctx, fileTenants)
 	if err != nil {
 		return err
 	}
+	a.followed = version
 	a.swap(s, "config")
 	if prev := runningApp(); prev != nil {
 		a.inherit(prev)

@@ -78,24 +78,33 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 		n += len(src.tenants)
 	}
 	b := newSnapshotBuilder(n)
+	if err := b.addSources(sources, resolve); err != nil {
+		return nil, err
+	}
+	return b.done(), nil
+}
+
+// addSources adds sources and their entries to b, as buildSnapshot
+// describes.
+func (b *snapshotBuilder) addSources(sources []tenantSource, resolve routeResolver) error {
 	for _, src := range sources {
 		sourceIndex, err := b.addSource(src.name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for i, t := range src.tenants {
 			domain, e, err := newEntry(t, resolve)
 			if err != nil {
-				return nil, fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
+				return fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
 			}
 			e.source = sourceIndex
 			if _, dup := b.insert(domain, e); dup {
-				return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
+				return fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 					domain, firstPlace(sources, domain), src.name, i+1)
 			}
 		}
 	}
-	return b.done(), nil
+	return nil
 }
 
 // snapshotBuilder builds a registry afresh.

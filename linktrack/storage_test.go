@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"testing"
 
@@ -10,11 +11,14 @@ import (
 )
 
 // TestLoadStoredReadsSnapshotAndJournal: the tenants read at start-up
-// are the snapshot's with the journal's changes applied, in domain
-// order.
+// are the snapshot's with the journal's changes applied, listed in
+// domain order.
 func TestLoadStoredReadsSnapshotAndJournal(t *testing.T) {
 	ctx := context.Background()
-	a := &App{storage: &certmagic.FileStorage{Path: t.TempDir()}}
+	a := &App{storage: &certmagic.FileStorage{Path: t.TempDir()}, routes: newRouteTable(func(origin *url.URL, _, _ string) (*originProxy, error) {
+		return &originProxy{url: origin}, nil
+	})}
+	a.routes.addOrigin("esp", &originProxy{})
 	a.store = newTenantStore(a)
 	change := func(put []Tenant, remove ...string) {
 		t.Helper()
@@ -37,13 +41,17 @@ func TestLoadStoredReadsSnapshotAndJournal(t *testing.T) {
 	change([]Tenant{{Domain: "d.test", Provider: "customerio", Region: "eu"}}, "b.test")
 	change([]Tenant{{Domain: "c.test", Provider: "sendgrid"}})
 
-	tenants, version, err := a.loadStored(ctx)
+	s, version, err := a.buildWithStored(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var tenants []Tenant
+	for _, rt := range s.tenants() {
+		tenants = append(tenants, rt.Tenant)
+	}
 	want := []Tenant{
-		{Domain: "a.test", Provider: "sendgrid"},
-		{Domain: "c.test", Provider: "sendgrid"},
+		{Domain: "a.test", Provider: "sendgrid", Region: "global"},
+		{Domain: "c.test", Provider: "sendgrid", Region: "global"},
 		{Domain: "d.test", Provider: "customerio", Region: "eu"},
 	}
 	if version != 3 || !slices.Equal(tenants, want) {
