@@ -240,11 +240,25 @@ func (t domainTable) folded() domainTable {
 			entries[domain] = c.e
 		}
 	}
+	// the sorted domains: the base's and the overlay's merged, without
+	// reading an entry
 	sorted := make([]string, 0, t.size)
-	t.after("", func(domain string, _ entry) bool {
-		sorted = append(sorted, domain)
-		return true
-	})
+	base, over := t.base.sorted, t.over.sorted
+	b, o := 0, 0
+	for b < len(base) || o < len(over) {
+		if o < len(over) && (b == len(base) || over[o] <= base[b]) {
+			if b < len(base) && base[b] == over[o] {
+				b++
+			}
+			if !t.over.changes[over[o]].removed {
+				sorted = append(sorted, over[o])
+			}
+			o++
+			continue
+		}
+		sorted = append(sorted, base[b])
+		b++
+	}
 	lineage := &baseLineage{parent: weak.Make(t.base), folded: t.over.sorted, prev: t.base.lineage, depth: 1}
 	if prev := t.base.lineage; prev != nil {
 		lineage.depth = prev.depth + 1
