@@ -59,16 +59,6 @@ func tenantRecord(t Tenant) (tenantstore.Record, error) {
 	return tenantstore.Record{Domain: domain, Value: value}, err
 }
 
-// storedTenant decodes a stored record.
-func storedTenant(r tenantstore.Record) (Tenant, error) {
-	var t Tenant
-	if err := json.Unmarshal(r.Value, &t); err != nil {
-		return Tenant{}, fmt.Errorf("stored tenant '%s': %v", r.Domain, err)
-	}
-	t.Domain = r.Domain
-	return t, nil
-}
-
 // buildWithStored builds the first registry: the inline tenants, the
 // tenants file's and every tenant kept in storage, which are decoded on
 // every core straight into the registry. It returns the version of
