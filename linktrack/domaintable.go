@@ -174,28 +174,32 @@ func (t domainTable) eachChanged(other domainTable, fn func(domain string, e ent
 		})
 		return
 	}
-	var seen map[string]struct{}
-	if len(candidates) > 1 {
-		seen = make(map[string]struct{})
-	}
-	for _, list := range candidates {
-		for _, domain := range list {
-			if seen != nil {
-				if _, dup := seen[domain]; dup {
-					continue
-				}
-				seen[domain] = struct{}{}
+	// the lists are sorted: merge them, visiting each domain once
+	next := make([]int, len(candidates))
+	for {
+		domain, found := "", false
+		for i, list := range candidates {
+			if next[i] < len(list) && (!found || list[next[i]] < domain) {
+				domain, found = list[next[i]], true
 			}
-			e, ok := t.get(domain)
-			if !ok {
-				continue
+		}
+		if !found {
+			return
+		}
+		for i, list := range candidates {
+			if next[i] < len(list) && list[next[i]] == domain {
+				next[i]++
 			}
-			if o, ok := other.get(domain); ok && o == e {
-				continue
-			}
-			if !fn(domain, e) {
-				return
-			}
+		}
+		e, ok := t.get(domain)
+		if !ok {
+			continue
+		}
+		if o, ok := other.get(domain); ok && o == e {
+			continue
+		}
+		if !fn(domain, e) {
+			return
 		}
 	}
 }
@@ -357,6 +361,16 @@ type tableEdit struct {
 // edit starts a change of t; t itself is never modified.
 func (t domainTable) edit() *tableEdit {
 	return &tableEdit{from: t, size: t.size}
+}
+
+// reserve makes room for n more domains in the edited overlay.
+func (ed *tableEdit) reserve(n int) {
+	if ed.changes == nil && n > 0 {
+		ed.changes = make(map[string]overlayChange, ed.from.changes()+n)
+		if ed.from.over != nil {
+			maps.Copy(ed.changes, ed.from.over.changes)
+		}
+	}
 }
 
 // get returns the entry of domain as edited so far.

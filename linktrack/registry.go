@@ -189,6 +189,9 @@ func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resol
 	}
 	source := uint16(index)
 	exact, wildcards := s.exact.edit(), s.wildcards.edit()
+	if n := len(put) + len(remove); n > 1 {
+		exact.reserve(n)
+	}
 	fail := func(domain string, err error) error {
 		if skip == nil {
 			return err

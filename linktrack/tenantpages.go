@@ -30,7 +30,7 @@ const (
 	// limit tenants, maybe none, and a next_cursor to go on from, as
 	// DynamoDB's scan does: a page costs at most this many tenants,
 	// whatever the registry's size and the filter.
-	MaxPageScan = 50_000
+	MaxPageScan = 20_000
 
 	// statusCountsTTL is how long the counts of tenants by certificate
 	// status are reused: counting a million tenants takes a while.

@@ -58,7 +58,7 @@ func TestPageScanIsBounded(t *testing.T) {
 	if fmt.Sprint(found) != fmt.Sprint(matches) {
 		t.Errorf("found %v, want %v", found, matches)
 	}
-	// 100,013 tenants, at most 50,000 examined a page: 3 pages
+	// 2*MaxPageScan+13 tenants, at most MaxPageScan examined a page: 3 pages
 	if pages != 3 {
 		t.Errorf("%d pages, want 3", pages)
 	}
