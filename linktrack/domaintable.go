@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"hash/maphash"
 	"maps"
 	"slices"
 	"weak"
@@ -17,6 +18,11 @@ const (
 	foldNowAt  = 65536
 	maxLineage = 8
 )
+
+// overlayFilterBits is the size of an overlay's filter: with foldAt
+// domains, about 3 % of the lookups of a domain it does not name still
+// probe its map.
+const overlayFilterBits = 1 << 17
 
 // domainTable is an immutable map from a canonical domain to its entry,
 // with its domains in order for listing. It is a base, one Go map built
@@ -52,10 +58,27 @@ type baseLineage struct {
 
 // tableOverlay is the changes of a table since its base: a domain
 // added, replaced or removed. It never names a domain whose entry is
-// the base's.
+// the base's. A filter of one bit per domain, by a hash of it, lets
+// most lookups skip its map: a map lookup that misses, in front of the
+// base's, cost lookups three times a plain map's in a benchmark, the
+// filter about nothing.
 type tableOverlay struct {
 	changes map[string]overlayChange
 	sorted  []string // the domains of changes, sorted
+	seed    maphash.Seed
+	filter  []uint64 // overlayFilterBits bits; set for every domain named, maybe more
+}
+
+// mayName reports whether the overlay may name domain; false is sure.
+func (o *tableOverlay) mayName(domain string) bool {
+	h := maphash.String(o.seed, domain) % overlayFilterBits
+	return o.filter[h/64]&(1<<(h%64)) != 0
+}
+
+// mark sets the filter's bit of domain.
+func (o *tableOverlay) mark(domain string) {
+	h := maphash.String(o.seed, domain) % overlayFilterBits
+	o.filter[h/64] |= 1 << (h % 64)
 }
 
 // overlayChange is a domain's entry, or its removal.
@@ -71,7 +94,7 @@ func newDomainTable() domainTable {
 
 // get returns the entry of domain.
 func (t domainTable) get(domain string) (entry, bool) {
-	if t.over != nil {
+	if t.over != nil && t.over.mayName(domain) {
 		if c, ok := t.over.changes[domain]; ok {
 			return c.e, !c.removed
 		}
@@ -440,12 +463,27 @@ func (ed *tableEdit) done() domainTable {
 	}
 	t := domainTable{base: ed.from.base, size: ed.size}
 	if len(ed.changes) > 0 {
-		t.over = &tableOverlay{changes: ed.changes, sorted: ed.mergedSorted()}
+		t.over = ed.overlay()
 	}
 	if t.changes() >= foldNowAt {
 		t = t.folded()
 	}
 	return t
+}
+
+// overlay returns the edited overlay, its filter the old one's with the
+// domains the edit added.
+func (ed *tableEdit) overlay() *tableOverlay {
+	o := &tableOverlay{changes: ed.changes, sorted: ed.mergedSorted()}
+	if old := ed.from.over; old != nil {
+		o.seed, o.filter = old.seed, slices.Clone(old.filter)
+	} else {
+		o.seed, o.filter = maphash.MakeSeed(), make([]uint64, overlayFilterBits/64)
+	}
+	for _, domain := range ed.fresh {
+		o.mark(domain)
+	}
+	return o
 }
 
 // mergedSorted returns the sorted domains of the edited overlay, from
@@ -456,7 +494,8 @@ func (ed *tableEdit) mergedSorted() []string {
 		old = ed.from.over.sorted
 	}
 	slices.Sort(ed.fresh)
-	fresh := slices.Compact(ed.fresh)
+	ed.fresh = slices.Compact(ed.fresh)
+	fresh := ed.fresh
 	if len(fresh) == 0 && !ed.dropped {
 		return old
 	}
