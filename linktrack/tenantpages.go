@@ -75,7 +75,9 @@ func parsePageQuery(v url.Values) (pageQuery, error) {
 // tenantPage is a page of tenants as the admin API shows it.
 type tenantPage struct {
 	Tenants []listedTenant `json:"tenants"`
-	// The cursor of the next page; absent on the last one.
+	// The cursor of the next page; absent on the last one. A page
+	// that examined MaxPageScan tenants has one even when it holds
+	// fewer than limit tenants, or none.
 	NextCursor string `json:"next_cursor,omitempty"`
 	// The number of tenants, and every tenant by certificate status as
 	// counted at counted_at: at most 10s before, or for a registry of
