@@ -2,8 +2,10 @@ package linktrack
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caddy-linktrack/caddy-linktrack/internal/tenantstore"
@@ -56,5 +58,53 @@ func TestLoadStoredReadsSnapshotAndJournal(t *testing.T) {
 	}
 	if version != 3 || !slices.Equal(tenants, want) {
 		t.Errorf("loaded version %d, %+v; want 3, %+v", version, tenants, want)
+	}
+}
+
+// TestStartupRefusesConflictingStoredTenants: a stored tenant whose
+// domain an inline tenant holds, or that is invalid, fails start-up
+// with an error naming it and its place in storage, even when it is
+// decoded in a later batch than the first.
+func TestStartupRefusesConflictingStoredTenants(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		bad     tenantstore.Record
+		inline  []Tenant
+		wantErr string
+	}{
+		{
+			name:    "registered twice",
+			bad:     tenantstore.Record{Domain: "z.test", Value: []byte(`{"domain":"z.test","provider":"sendgrid"}`)},
+			inline:  []Tenant{{Domain: "z.test", Provider: "sendgrid"}},
+			wantErr: "domain 'z.test' is registered twice: in config and in storage, entry 10001",
+		},
+		{
+			name:    "invalid",
+			bad:     tenantstore.Record{Domain: "z.test", Value: []byte(`{"domain":"z.test","provider":"nosuchprovider"}`)},
+			wantErr: "tenants in storage: storage, entry 10001: domain 'z.test': provider:",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &App{Tenants: tc.inline, storage: &certmagic.FileStorage{Path: t.TempDir()}, routes: newRouteTable(func(origin *url.URL, _, _ string) (*originProxy, error) {
+				return &originProxy{url: origin}, nil
+			})}
+			a.store = newTenantStore(a)
+			c := tenantstore.Change{Put: []tenantstore.Record{tc.bad}}
+			for i := range 10000 {
+				r, err := tenantRecord(Tenant{Domain: fmt.Sprintf("t%05d.test", i), Provider: "sendgrid"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Put = append(c.Put, r)
+			}
+			if _, err := a.store.Apply(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := a.buildWithStored(ctx, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("start-up: %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
 	}
 }
