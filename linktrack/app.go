@@ -170,6 +170,7 @@ type App struct {
 	storage      certmagic.Storage
 	store        *tenantstore.Store
 	statusCounts *statusCounts
+	folder       *registryFolder
 	changes      *changeLimiter
 	followed     uint64 // the version of the stored tenants the registry holds
 	certs        *certStates
@@ -354,15 +355,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store = newTenantStore(a)
 	a.statusCounts = new(statusCounts)
-	stored, version, err := a.loadStored(ctx)
-	if err != nil {
-		return fmt.Errorf("tenants in storage: %v", err)
-	}
-	a.followed = version
-	s, err := a.build(fileTenants, stored)
+	a.folder = new(registryFolder)
+	s, version, err := a.buildWithStored(ctx, fileTenants)
 	if err != nil {
 		return err
 	}
+	a.followed = version
 	a.swap(s, "config")
 	if prev := runningApp(); prev != nil {
 		a.inherit(prev)
@@ -487,6 +485,7 @@ func (a *App) swap(s *snapshot, cause string) {
 	if a.pre != nil {
 		a.pre.changed()
 	}
+	a.foldIfDue(s)
 }
 
 // resolve returns the shared route of a tenant; see routeTable.resolve.

@@ -98,33 +98,81 @@ type tenantSource struct {
 // source, the entry and the field, and on a duplicate domain with an
 // error that names both sources.
 func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, error) {
-	s := &snapshot{}
-	exact, wildcards := newDomainTable().edit(), newDomainTable().edit()
+	n := 0
 	for _, src := range sources {
-		if len(s.sources) == 1<<16-1 {
-			return nil, fmt.Errorf("too many tenant sources")
+		n += len(src.tenants)
+	}
+	b := newSnapshotBuilder(n)
+	if err := b.addSources(sources, resolve); err != nil {
+		return nil, err
+	}
+	return b.done(), nil
+}
+
+// addSources adds sources and their entries to b, as buildSnapshot
+// describes.
+func (b *snapshotBuilder) addSources(sources []tenantSource, resolve routeResolver) error {
+	for _, src := range sources {
+		sourceIndex, err := b.addSource(src.name)
+		if err != nil {
+			return err
 		}
-		s.sources = append(s.sources, src.name)
-		sourceIndex := uint16(len(s.sources) - 1)
 		for i, t := range src.tenants {
 			domain, e, err := newEntry(t, resolve)
 			if err != nil {
-				return nil, fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
+				return fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
 			}
 			e.source = sourceIndex
-			if _, dup := insert(exact, wildcards, domain, e); dup {
-				return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
+			if _, dup := b.insert(domain, e); dup {
+				return fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 					domain, firstPlace(sources, domain), src.name, i+1)
 			}
 		}
 	}
-	s.exact, s.wildcards = exact.done(), wildcards.done()
-	return s, nil
+	return nil
+}
+
+// snapshotBuilder builds a registry afresh.
+type snapshotBuilder struct {
+	exact, wildcards *tableBuilder
+	sources          []string
+}
+
+// newSnapshotBuilder returns a builder with room for n domains.
+func newSnapshotBuilder(n int) *snapshotBuilder {
+	return &snapshotBuilder{exact: newTableBuilder(n), wildcards: newTableBuilder(0)}
+}
+
+// addSource adds a source of entries and returns its index.
+func (b *snapshotBuilder) addSource(name string) (uint16, error) {
+	if len(b.sources) == 1<<16-1 {
+		return 0, fmt.Errorf("too many tenant sources")
+	}
+	b.sources = append(b.sources, name)
+	return uint16(len(b.sources) - 1), nil
+}
+
+// insert adds a canonical domain unless it is already registered, in
+// which case it returns the entry registered.
+func (b *snapshotBuilder) insert(domain string, e entry) (entry, bool) {
+	table, key := tableOf(b.exact, b.wildcards, domain)
+	if prior, dup := table.get(key); dup {
+		return prior, true
+	}
+	table.set(key, e)
+	return entry{}, false
+}
+
+// done returns the registry built.
+func (b *snapshotBuilder) done() *snapshot {
+	return &snapshot{exact: b.exact.done(), wildcards: b.wildcards.done(), sources: b.sources}
 }
 
 // withSource returns a copy of s in which the entries of the source
-// named name are replaced by tenants. It spares a full rebuild when only
-// a small source, such as storage, changed.
+// named name are replaced by tenants. It edits s like a change: an
+// entry the same as before leaves nothing in the overlay, so reloading
+// a file of a million tenants of which a few changed costs lookups,
+// not a new registry, and reports only what changed.
 func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolver) (*snapshot, error) {
 	index := slices.Index(s.sources, name)
 	if index < 0 {
@@ -132,25 +180,33 @@ func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolv
 	}
 	source := uint16(index)
 	exact, wildcards := s.exact.edit(), s.wildcards.edit()
-	for _, ed := range []*tableEdit{exact, wildcards} {
-		ed.t.each(func(domain string, e entry) bool {
-			if e.source == source {
-				ed.remove(domain)
-			}
-			return true
-		})
-	}
+	seen := make(map[string]int, len(tenants)) // domain: its entry number
 	for i, t := range tenants {
 		domain, e, err := newEntry(t, resolve)
 		if err != nil {
 			return nil, fmt.Errorf("%s, entry %d: %v", name, i+1, err)
 		}
 		e.source = source
-		if prior, dup := insert(exact, wildcards, domain, e); dup {
+		if first, dup := seen[domain]; dup {
+			return nil, fmt.Errorf("domain '%s' is registered twice: in %s, entry %d and in %s, entry %d",
+				domain, name, first, name, i+1)
+		}
+		seen[domain] = i + 1
+		ed, key := tableOf(exact, wildcards, domain)
+		if prior, ok := ed.get(key); ok && prior.source != source {
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 				domain, s.sources[prior.source], name, i+1)
 		}
+		ed.set(key, e)
 	}
+	// the source's entries its new tenants no longer hold
+	s.each(func(domain string, e entry) bool {
+		if _, kept := seen[domain]; e.source == source && !kept {
+			ed, key := tableOf(exact, wildcards, domain)
+			ed.remove(key)
+		}
+		return true
+	})
 	return &snapshot{exact: exact.done(), wildcards: wildcards.done(), sources: s.sources}, nil
 }
 
@@ -169,6 +225,9 @@ func (s *snapshot) withChanges(name string, put []Tenant, remove []string, resol
 	}
 	source := uint16(index)
 	exact, wildcards := s.exact.edit(), s.wildcards.edit()
+	if n := len(put) + len(remove); n > 1 {
+		exact.reserve(n)
+	}
 	fail := func(domain string, err error) error {
 		if skip == nil {
 			return err
@@ -251,22 +310,11 @@ func (s *snapshot) changedEntry(source uint16, i, n int, t Tenant, resolve route
 
 // tableOf returns the table that holds a canonical domain, and its key
 // there: the domain below "*." for a wildcard.
-func tableOf(exact, wildcards *tableEdit, domain string) (*tableEdit, string) {
+func tableOf[T any](exact, wildcards T, domain string) (T, string) {
 	if parent, ok := strings.CutPrefix(domain, "*."); ok {
 		return wildcards, parent
 	}
 	return exact, domain
-}
-
-// insert adds a canonical domain unless it is already registered, in
-// which case it returns the entry registered.
-func insert(exact, wildcards *tableEdit, domain string, e entry) (entry, bool) {
-	ed, key := tableOf(exact, wildcards, domain)
-	if prior, dup := ed.get(key); dup {
-		return prior, true
-	}
-	ed.set(key, e)
-	return entry{}, false
 }
 
 // firstPlace names the first source entry that registers domain; it is

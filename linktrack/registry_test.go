@@ -241,3 +241,65 @@ func TestCheckChangesAgreesWithWithChanges(t *testing.T) {
 		t.Errorf("the registry checked changed: %d tenants", s.len())
 	}
 }
+
+// TestWithSourceEditsWhatChanged: reloading a source replaces its
+// entries (added, changed, removed) and keeps the other sources'; an
+// unchanged entry leaves nothing in the overlay, so the new registry
+// shares the base and differs by the change only.
+func TestWithSourceEditsWhatChanged(t *testing.T) {
+	var file []Tenant
+	for i := range 1000 {
+		file = append(file, Tenant{Domain: fmt.Sprintf("f%04d.example.com", i), Provider: "sendgrid"})
+	}
+	file = append(file, Tenant{Domain: "*.w.example.com", Provider: "sendgrid"})
+	resolve := testRoutes("esp")
+	s, err := buildSnapshot([]tenantSource{
+		{name: "config", tenants: []Tenant{{Domain: "c.example.com", Origin: "esp"}}},
+		{name: "tenants_file t.json", tenants: file},
+	}, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloaded := append([]Tenant{}, file[2:]...)                                   // f0000 and f0001 removed
+	reloaded[0] = Tenant{Domain: "f0002.example.com", Origin: "esp"}              // changed
+	reloaded = append(reloaded, Tenant{Domain: "new.example.com", Origin: "esp"}) // added
+	next, err := s.withSource("tenants_file t.json", reloaded, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.exact.base != s.exact.base || next.exact.changes() != 4 || next.wildcards.changes() != 0 {
+		t.Errorf("same base %v, %d exact and %d wildcard changes; want the same base and 4 exact changes",
+			next.exact.base == s.exact.base, next.exact.changes(), next.wildcards.changes())
+	}
+	if next.len() != s.len()-1 {
+		t.Errorf("%d tenants, want %d", next.len(), s.len()-1)
+	}
+	for domain, want := range map[string]string{
+		"c.example.com": "origin esp", "f0000.example.com": "", "f0001.example.com": "",
+		"f0002.example.com": "origin esp", "f0003.example.com": "sendgrid", "new.example.com": "origin esp",
+		"a.w.example.com": "sendgrid",
+	} {
+		got := ""
+		if e, ok := next.lookup(domain); ok {
+			got = e.route.provider
+			if e.route.origin != "" {
+				got = "origin " + e.route.origin
+			}
+		}
+		if got != want {
+			t.Errorf("%s: %q, want %q", domain, got, want)
+		}
+	}
+
+	for _, tc := range []struct {
+		tenants []Tenant
+		wantErr string
+	}{
+		{[]Tenant{{Domain: "c.example.com", Provider: "sendgrid"}}, "domain 'c.example.com' is registered twice: in config and in tenants_file t.json, entry 1"},
+		{[]Tenant{{Domain: "x.example.com", Provider: "sendgrid"}, {Domain: "X.example.com", Provider: "sendgrid"}}, "domain 'x.example.com' is registered twice: in tenants_file t.json, entry 1 and in tenants_file t.json, entry 2"},
+	} {
+		if _, err := s.withSource("tenants_file t.json", tc.tenants, resolve); err == nil || err.Error() != tc.wantErr {
+			t.Errorf("reload: %v, want %q", err, tc.wantErr)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"time"
 
 	"github.com/caddy-linktrack/caddy-linktrack/internal/tenantstore"
@@ -57,35 +59,102 @@ func tenantRecord(t Tenant) (tenantstore.Record, error) {
 	return tenantstore.Record{Domain: domain, Value: value}, err
 }
 
-// storedTenant decodes a stored record.
-func storedTenant(r tenantstore.Record) (Tenant, error) {
-	var t Tenant
-	if err := json.Unmarshal(r.Value, &t); err != nil {
-		return Tenant{}, fmt.Errorf("stored tenant '%s': %v", r.Domain, err)
+// buildWithStored builds the first registry: the inline tenants, the
+// tenants file's and every tenant kept in storage, which are decoded on
+// every core straight into the registry. It returns the version of
+// storage the registry holds.
+func (a *App) buildWithStored(ctx context.Context, fileTenants []Tenant) (*snapshot, uint64, error) {
+	sources := []tenantSource{{name: "config", tenants: a.Tenants}}
+	if a.file != nil {
+		sources = append(sources, tenantSource{name: a.fileSource(), tenants: fileTenants})
 	}
-	t.Domain = r.Domain
-	return t, nil
-}
-
-// loadStored reads every tenant kept in storage and the version read.
-func (a *App) loadStored(ctx context.Context) ([]Tenant, uint64, error) {
 	for {
-		// room for the snapshot's tenants, so that a million are not
-		// copied again and again as the list grows
-		var tenants []Tenant
-		if info, err := a.store.Info(ctx); err == nil && info.SnapshotRecords > 0 {
-			tenants = make([]Tenant, 0, info.SnapshotRecords+int64(info.JournalRecords))
+		n := len(a.Tenants) + len(fileTenants) + a.storedCount(ctx)
+		b := newSnapshotBuilder(n)
+		if err := b.addSources(sources, a.resolve); err != nil {
+			return nil, 0, err
 		}
-		version, err := a.store.Load(ctx, func(r tenantstore.Record) error {
-			t, err := storedTenant(r)
-			tenants = append(tenants, t)
-			return err
-		})
+		source, err := b.addSource(storageSource)
+		if err != nil {
+			return nil, 0, err
+		}
+		version, err := a.loadStoredInto(ctx, b, source)
 		if errors.Is(err, tenantstore.ErrCompacted) {
 			continue // compacted while being read: read the new snapshot
 		}
-		return tenants, version, err
+		if err != nil {
+			return nil, 0, fmt.Errorf("tenants in storage: %v", err)
+		}
+		return b.done(), version, nil
 	}
+}
+
+// storedCount is about how many tenants storage holds, to size the
+// registry; 0 when unknown.
+func (a *App) storedCount(ctx context.Context) int {
+	info, err := a.store.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return int(info.SnapshotRecords) + int(info.JournalRecords)
+}
+
+// loadStoredInto adds every tenant kept in storage to b, as entries of
+// source, and returns the version read. Records are decoded on every
+// core; b receives them one batch at a time in domain order, so its
+// sorted domains need no sort. An invalid stored tenant, or one whose
+// domain b holds from another source, fails it.
+func (a *App) loadStoredInto(ctx context.Context, b *snapshotBuilder, source uint16) (uint64, error) {
+	i := 0
+	return tenantstore.LoadParallel(ctx, a.store, runtime.GOMAXPROCS(0), a.decodeStored, func(batch []storedEntry) error {
+		for _, se := range batch {
+			i++
+			if se.err != nil {
+				return fmt.Errorf("%s, entry %d: %v", storageSource, i, se.err)
+			}
+			se.e.source = source
+			if prior, dup := b.insert(se.domain, se.e); dup {
+				return fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
+					se.domain, b.sources[prior.source], storageSource, i)
+			}
+		}
+		return nil
+	})
+}
+
+// storedEntry is a stored tenant as a registry entry, or why it cannot
+// be one.
+type storedEntry struct {
+	domain string
+	e      entry
+	err    error
+}
+
+// decodeStored turns a batch of stored records into registry entries.
+// Several batches are decoded at once; routes already resolved in the
+// batch are reused without taking the route table's lock.
+func (a *App) decodeStored(records []tenantstore.Record) ([]storedEntry, error) {
+	routes := make(map[routeKey]*route)
+	resolve := func(t Tenant) (*route, error) {
+		key := routeKey{provider: t.Provider, region: t.Region, origin: t.Origin}
+		if r, ok := routes[key]; ok {
+			return r, nil
+		}
+		r, err := a.resolve(t)
+		if err == nil {
+			routes[key] = r
+		}
+		return r, err
+	}
+	out := make([]storedEntry, len(records))
+	for i, r := range records {
+		t, err := storedTenant(r)
+		if err == nil {
+			out[i].domain, out[i].e, err = newEntry(t, resolve)
+		}
+		out[i].err = err
+	}
+	return out, nil
 }
 
 // followStorage applies to the registry the changes made to the stored
@@ -155,18 +224,29 @@ func (a *App) followStorageLocked(ctx context.Context, cause string) error {
 // all of storage's, when the changes since the version it holds are no
 // longer kept.
 func (a *App) reloadStorageLocked(ctx context.Context, cause string) error {
-	tenants, version, err := a.loadStored(ctx)
-	if err != nil {
-		return err
+	for {
+		s := a.snapshot()
+		source := uint16(slices.Index(s.sources, storageSource))
+		b := newSnapshotBuilder(s.len())
+		b.sources = s.sources
+		s.each(func(domain string, e entry) bool {
+			if e.source != source {
+				b.insert(domain, e)
+			}
+			return true
+		})
+		version, err := a.loadStoredInto(ctx, b, source)
+		if errors.Is(err, tenantstore.ErrCompacted) {
+			continue // compacted while being read: read the new snapshot
+		}
+		if err != nil {
+			return err
+		}
+		a.followed = version
+		a.metrics.reloads.WithLabelValues("storage", "ok").Inc()
+		a.swap(b.done(), cause)
+		return nil
 	}
-	s, err := a.snapshot().withSource(storageSource, tenants, a.resolve)
-	if err != nil {
-		return err
-	}
-	a.followed = version
-	a.metrics.reloads.WithLabelValues("storage", "ok").Inc()
-	a.swap(s, cause)
-	return nil
 }
 
 // compactStorage folds the journal of stored tenant changes into a new

@@ -25,6 +25,13 @@ const (
 	// for 100,000 tenants of a few hundred bytes each.
 	MaxBulkBody = 64 << 20
 
+	// MaxPageScan is how many tenants one page examines at most. A
+	// filter that matches few tenants gets a page with fewer than
+	// limit tenants, maybe none, and a next_cursor to go on from, as
+	// DynamoDB's scan does: a page costs at most this many tenants,
+	// whatever the registry's size and the filter.
+	MaxPageScan = 20_000
+
 	// statusCountsTTL is how long the counts of tenants by certificate
 	// status are reused: counting a million tenants takes a while.
 	statusCountsTTL = 10 * time.Second
@@ -68,7 +75,9 @@ func parsePageQuery(v url.Values) (pageQuery, error) {
 // tenantPage is a page of tenants as the admin API shows it.
 type tenantPage struct {
 	Tenants []listedTenant `json:"tenants"`
-	// The cursor of the next page; absent on the last one.
+	// The cursor of the next page; absent on the last one. A page
+	// that examined MaxPageScan tenants has one even when it holds
+	// fewer than limit tenants, or none.
 	NextCursor string `json:"next_cursor,omitempty"`
 	// The number of tenants, and every tenant by certificate status as
 	// counted at counted_at: at most 10s before, or for a registry of
@@ -85,9 +94,10 @@ type listedTenant struct {
 }
 
 // page returns the tenants after q.cursor that pass q's filters, in
-// domain order. It walks the registry's sorted shards from the cursor,
-// so it costs the page, not the registry (unless filters skip most
-// tenants).
+// domain order. It walks the registry's sorted domains from the cursor,
+// so it costs the page, not the registry. It examines at most
+// MaxPageScan tenants: past them, it returns what it found with a
+// cursor at the last tenant examined.
 func (a *App) page(q pageQuery) tenantPage {
 	s := a.snapshot()
 	now := time.Now()
@@ -96,7 +106,13 @@ func (a *App) page(q pageQuery) tenantPage {
 	if q.prefix != "" && start < q.prefix {
 		start = beforeAll(q.prefix)
 	}
+	examined, last := 0, ""
 	s.after(start, func(domain string, e entry) bool {
+		if examined == MaxPageScan {
+			p.NextCursor = last
+			return false
+		}
+		examined, last = examined+1, domain
 		if q.prefix != "" && !strings.HasPrefix(domain, q.prefix) {
 			return domain < q.prefix // before the prefix: go on; past it: done
 		}
