@@ -43,17 +43,8 @@ func TestDNSReadiness(t *testing.T) {
 	t.Parallel() // mostly waits on DNS checks and Pebble
 	dir := t.TempDir()
 	ca, caFile := newTestCA(t, dir)
-	// the requests that reach the origin, but those of check now calls'
-	// http and https checks
-	var clicks atomic.Int64
-	origin := startOrigin(t, ca, []string{"localhost"}, func(rec *standin.Received) standin.Response {
-		if !slices.ContainsFunc(rec.Headers, func(f standin.Field) bool {
-			return strings.EqualFold(f.Name, "User-Agent") && f.Value == "caddy-linktrack-check"
-		}) {
-			clicks.Add(1)
-		}
-		return redirectResponse()
-	})
+	clicks, countClicks := clickCounter()
+	origin := startOrigin(t, ca, []string{"localhost"}, countClicks)
 	ports := multiTenantPorts{freePort(t), freePort(t), freePort(t)}
 	acme := startPebble(t, ports.http, ports.https)
 	var domains []string
@@ -213,4 +204,19 @@ func TestDNSReadiness(t *testing.T) {
 func unixTime(ts float64) time.Time {
 	sec := int64(ts)
 	return time.Unix(sec, int64((ts-float64(sec))*1e9))
+}
+
+// clickCounter returns an origin's answer that redirects and counts the
+// requests that reach it, but those of check now calls' http and https
+// checks.
+func clickCounter() (*atomic.Int64, func(*standin.Received) standin.Response) {
+	clicks := new(atomic.Int64)
+	return clicks, func(rec *standin.Received) standin.Response {
+		if !slices.ContainsFunc(rec.Headers, func(f standin.Field) bool {
+			return strings.EqualFold(f.Name, "User-Agent") && f.Value == "caddy-linktrack-check"
+		}) {
+			clicks.Add(1)
+		}
+		return redirectResponse()
+	}
 }

@@ -449,7 +449,7 @@ func (c *domainCheck) checkReachable(ctx context.Context, scheme string) checkRe
 	}
 	r.Status, r.Detail = checkPass, fmt.Sprintf("GET %s://%s/ answered %d", scheme, c.domain, res.StatusCode)
 	if res.StatusCode == http.StatusMisdirectedRequest {
-		r.Status, r.Fix = checkFail, "the server answers but has no tenant "+c.domain+"; add it"
+		r.Status, r.Fix = checkFail, "the server answers 421 for "+c.domain+": it is not a tenant there (add it), or the tenant is disabled or pending ownership"
 	}
 	return r
 }

@@ -108,8 +108,7 @@ func (a *App) checkNow(ctx context.Context, rt registeredTenant) checkAnswer {
 		answer.Checks = append(answer.Checks, c.run(ctx)...)
 	}
 	answer.OK = failures(answer.Checks) == 0
-	state := a.certs.state(ctx, domain)
-	answer.Certificate = &state
+	answer.Certificate = a.view(ctx, rt).Certificate
 	return answer
 }
 
