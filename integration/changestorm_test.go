@@ -5,54 +5,68 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
 
 var (
-	changeStorm         = flag.Bool("changestorm", false, "run the change storm benchmark: click latency on one node, idle and under a storm of admin API PUTs, with the default change_limit and with it effectively off")
+	changeStorm         = flag.Bool("changestorm", false, "run the change storm benchmark: click latency on one node in interleaved rounds, idle and under a storm of admin API PUTs, with the default change_limit and with it effectively off")
 	changeStormTenants  = flag.Int("changestorm-tenants", 10000, "tenants TestChangeStorm stores before it starts the node")
 	changeStormRate     = flag.Int("changestorm-rate", 1000, "PUTs a second TestChangeStorm's storm aims at")
-	changeStormDuration = flag.Duration("changestorm-duration", 30*time.Second, "how long TestChangeStorm's storm lasts")
-	changeStormIdle     = flag.Duration("changestorm-idle", 10*time.Second, "how long TestChangeStorm measures clicks with no change")
+	changeStormDuration = flag.Duration("changestorm-duration", 30*time.Second, "how long each of TestChangeStorm's storms lasts")
+	changeStormIdle     = flag.Duration("changestorm-idle", 10*time.Second, "how long TestChangeStorm measures clicks with no change, before each storm")
+	changeStormRounds   = flag.Int("changestorm-rounds", 3, "rounds of idle then storm TestChangeStorm runs on each node")
 	changeStormClicks   = flag.Int("changestorm-clicks", 400, "clicks a second TestChangeStorm's clients send, in all")
 	changeStormLimits   = flag.String("changestorm-limits", "default,1000000 1s", "the change_limit values TestChangeStorm runs with, each on a node of its own, comma-separated; default is the option left out")
+	changeStormNewConns = flag.Bool("changestorm-new-conns", false, "TestChangeStorm's storm opens a new connection for every PUT, as curl in a loop would, instead of keeping them alive as a control plane's client does")
+	changeStormProfile  = flag.String("changestorm-profile", "", "a directory where TestChangeStorm saves a CPU profile of the node during each limit's first storm, for go tool pprof")
 )
 
 // What TestChangeStorm's clients are.
 const (
 	changeStormClients    = 8  // concurrent click clients, each paced at a share of -changestorm-clicks
 	changeStormPutWorkers = 64 // concurrent PUTs at most; a PUT due when all are busy is not sent
+	changeStormSettle     = 2 * time.Second
 )
 
 // TestChangeStorm measures what a control plane that loops on PUT does
 // to clicks, through the real Caddy binary: one node on plain HTTP with
 // pre_issuance off and -changestorm-tenants stored tenants. 8 clients
 // click existing tenants at -changestorm-clicks a second in all (keep-
-// alive, each click paced, its latency from send to the whole answer)
-// for -changestorm-idle with no change, then for the -changestorm-
-// duration of a storm of PUTs of new tenants paced at -changestorm-rate
-// a second. It does so with each change_limit of -changestorm-limits,
-// by default the default (50 1s) and 1000000 1s (effectively off), each
-// on a node of its own,
-// and prints click p50/p99 in each phase, the ratio to that node's idle
-// figure, and the PUTs sent, accepted (201) and refused (429). Timings
-// are reported, not asserted; a 429 without Retry-After, a click that
-// is not 302 or a PUT answered otherwise fails the test. Not run in CI:
+// alive, each click paced, its latency from send to the whole answer).
+// A round measures them for -changestorm-idle with no change, then for
+// the -changestorm-duration of a storm of PUTs of new tenants paced at
+// -changestorm-rate a second, from keep-alive connections (-changestorm-
+// new-conns: a new one for each PUT); -changestorm-rounds rounds run in
+// turn, so a busy neighbour on the machine weighs on idle and storm
+// alike. It does so with each change_limit of -changestorm-limits, by
+// default the default (50 1s) and 1000000 1s (effectively off), each on
+// a node of its own, and prints, for each round, click p50/p99 idle and
+// in the storm, their ratio, the CPU the node and this test's process
+// (clients, origin and storm) used in each phase, and the PUTs sent,
+// accepted (201) and refused (429); then the median of each over the
+// rounds. Timings are reported, not asserted; a 429 without Retry-After,
+// a click that is not 302 or a PUT answered otherwise fails the test.
+// Not run in CI:
 //
-//	go test ./integration -run TestChangeStorm -changestorm -v -timeout 10m
+//	go test ./integration -run TestChangeStorm -changestorm -v -timeout 20m
 //
-// -changestorm-limits 'default,10 1s,1000000 1s' adds a lower limit.
+// -changestorm-profile DIR saves the node's CPU profile of each limit's
+// first storm.
 func TestChangeStorm(t *testing.T) {
 	if !*changeStorm {
 		t.Skip("benchmark; run with -changestorm")
 	}
-	if *changeStormTenants < 1 || *changeStormRate < 1 || *changeStormClicks < changeStormClients {
-		t.Fatal("-changestorm-tenants and -changestorm-rate must be positive, -changestorm-clicks at least 8")
+	if *changeStormTenants < 1 || *changeStormRate < 1 || *changeStormClicks < changeStormClients || *changeStormRounds < 1 {
+		t.Fatal("-changestorm-tenants, -changestorm-rate and -changestorm-rounds must be positive, -changestorm-clicks at least 8")
 	}
 	var results []*stormResult
 	defer func() { logStormTable(t, results) }()
@@ -70,16 +84,24 @@ func TestChangeStorm(t *testing.T) {
 	}
 }
 
-// stormResult is what one change_limit measured.
+// stormResult is what one change_limit measured, round by round.
 type stormResult struct {
-	limit       string
-	idle, storm clickStats
-	puts        putStats
+	limit  string
+	rounds []stormRound
 }
 
+// stormRound is one round: idle, then a storm.
+type stormRound struct {
+	idle, storm clickStats
+	puts        *putStats
+}
+
+// clickStats are the clicks of one phase, and the CPU used meanwhile.
 type clickStats struct {
 	sent, failed int
 	latencies    []time.Duration
+	nodeCPU      float64 // the node's CPU seconds per second of the phase
+	selfCPU      float64 // this process's
 }
 
 func (c clickStats) quantile(q float64) time.Duration {
@@ -87,6 +109,13 @@ func (c clickStats) quantile(q float64) time.Duration {
 		return 0
 	}
 	return c.latencies[min(len(c.latencies)-1, int(q*float64(len(c.latencies))))]
+}
+
+func (r stormRound) ratio() float64 {
+	if idle := r.idle.quantile(0.99); idle > 0 {
+		return float64(r.storm.quantile(0.99)) / float64(idle)
+	}
+	return 0
 }
 
 type putStats struct {
@@ -101,6 +130,7 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 	n := *changeStormTenants
 	populateStore(t, rig.storage, n)
 	node := startStormNode(t, rig, option, storeBenchDomain(n-1))
+	pid := node.caddy.cmd.Process.Pid
 
 	clicks := &http.Client{
 		Transport: &http.Transport{MaxIdleConnsPerHost: changeStormClients, DisableCompression: true},
@@ -111,40 +141,126 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 	}
 	defer clicks.CloseIdleConnections()
 	target := fmt.Sprintf("http://127.0.0.1:%d/ls/click", node.httpPort)
+	putClient := stormClient()
+	defer putClient.CloseIdleConnections()
 
 	// warm up the connections and the click path
 	clickFor(clicks, target, n, 2*time.Second)
 	rig.origin.Reset()
 
-	r.idle = clickFor(clicks, target, n, *changeStormIdle)
-	rig.origin.Reset()
-	t.Logf("idle: %d clicks, p50 %s, p99 %s", len(r.idle.latencies), ms(r.idle.quantile(0.5)), ms(r.idle.quantile(0.99)))
+	next := 0 // the next new tenant's number
+	for round := range *changeStormRounds {
+		var rd stormRound
+		rd.idle = measured(t, pid, func() clickStats { return clickFor(clicks, target, n, *changeStormIdle) })
+		rig.origin.Reset()
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		storm(node.adminPort, *changeStormRate, *changeStormDuration, &r.puts)
-	}()
-	r.storm = clickFor(clicks, target, n, *changeStormDuration)
-	wg.Wait()
-	rig.origin.Reset()
-	p := &r.puts
-	t.Logf("storm: %d clicks, p50 %s, p99 %s; PUTs sent %d (%d not sent, workers busy), 201 %d, 429 %d, other %d, in %s",
-		len(r.storm.latencies), ms(r.storm.quantile(0.5)), ms(r.storm.quantile(0.99)),
-		p.sent.Load(), p.behind, p.created.Load(), p.refused.Load(), p.other.Load(), p.elapsed.Round(time.Millisecond))
-
-	for _, c := range []clickStats{r.idle, r.storm} {
-		if c.failed > 0 {
-			t.Errorf("%d of %d clicks not answered 302", c.failed, c.sent)
+		rd.puts = new(putStats)
+		var wg sync.WaitGroup
+		if round == 0 && *changeStormProfile != "" {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				saveCPUProfile(t, node.adminPort, *changeStormDuration-2*time.Second,
+					filepath.Join(*changeStormProfile, "storm-"+strings.ReplaceAll(r.limit, " ", "_")+".pprof"))
+			}()
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			storm(putClient, node.adminPort, next, *changeStormRate, *changeStormDuration, rd.puts)
+		}()
+		rd.storm = measured(t, pid, func() clickStats { return clickFor(clicks, target, n, *changeStormDuration) })
+		wg.Wait()
+		rig.origin.Reset()
+		next += int(rd.puts.sent.Load())
+		r.rounds = append(r.rounds, rd)
+		p := rd.puts
+		t.Logf("round %d: idle p50 %s p99 %s, node CPU %.0f%%; storm p50 %s p99 %s (%.2fx), node CPU %.0f%%; PUTs sent %d (%d not sent, workers busy), 201 %d, 429 %d, other %d",
+			round+1, ms(rd.idle.quantile(0.5)), ms(rd.idle.quantile(0.99)), 100*rd.idle.nodeCPU,
+			ms(rd.storm.quantile(0.5)), ms(rd.storm.quantile(0.99)), rd.ratio(), 100*rd.storm.nodeCPU,
+			p.sent.Load(), p.behind, p.created.Load(), p.refused.Load(), p.other.Load())
+
+		for _, c := range []clickStats{rd.idle, rd.storm} {
+			if c.failed > 0 {
+				t.Errorf("%d of %d clicks not answered 302", c.failed, c.sent)
+			}
+		}
+		if k := p.noRetryAfter.Load(); k > 0 {
+			t.Errorf("%d of %d answers 429 without Retry-After", k, p.refused.Load())
+		}
+		if k := p.other.Load(); k > 0 {
+			t.Errorf("%d PUTs answered neither 201 nor 429, the first: %v", k, p.firstOther.Load())
+		}
+		// let the storm's last changes and connections settle
+		time.Sleep(changeStormSettle)
 	}
-	if k := p.noRetryAfter.Load(); k > 0 {
-		t.Errorf("%d of %d answers 429 without Retry-After", k, p.refused.Load())
+}
+
+// measured runs phase and adds the CPU the node (pid) and this process
+// used meanwhile, in seconds per second.
+func measured(t *testing.T, pid int, phase func() clickStats) clickStats {
+	t.Helper()
+	node0, self0, began := processCPU(t, pid), selfCPU(), time.Now()
+	c := phase()
+	wall := time.Since(began).Seconds()
+	c.nodeCPU = (processCPU(t, pid) - node0).Seconds() / wall
+	c.selfCPU = (selfCPU() - self0).Seconds() / wall
+	return c
+}
+
+// processCPU is the user and system CPU time pid has used, from
+// /proc/<pid>/stat.
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if k := p.other.Load(); k > 0 {
-		t.Errorf("%d PUTs answered neither 201 nor 429, the first: %v", k, p.firstOther.Load())
+	// the fields after the command name, which is in parentheses
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, stat)
 	}
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks
+}
+
+// selfCPU is the user and system CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// saveCPUProfile saves a CPU profile of d from the node's admin
+// endpoint as path.
+func saveCPUProfile(t *testing.T, adminPort int, d time.Duration, path string) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, int(d.Seconds()))
+	res, err := http.Get(url)
+	if err != nil {
+		t.Errorf("cpu profile: %v", err)
+		return
+	}
+	defer res.Body.Close()
+	profile, err := io.ReadAll(res.Body)
+	if err == nil && res.StatusCode != 200 {
+		err = fmt.Errorf("status %d", res.StatusCode)
+	}
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(path), 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(path, profile, 0o644)
+	}
+	if err != nil {
+		t.Errorf("cpu profile: %v", err)
+		return
+	}
+	t.Logf("saved the node's CPU profile of the storm as %s", path)
 }
 
 // startStormNode starts a node on the rig's storage, on plain HTTP with
@@ -234,15 +350,26 @@ func clickFor(client *http.Client, target string, n int, d time.Duration) clickS
 	return all
 }
 
-// storm PUTs new tenants through the admin API on port, paced at rate a
-// second for d, from at most changeStormPutWorkers at a time.
-func storm(port, rate int, d time.Duration, p *putStats) {
-	client := &http.Client{
-		Transport: &http.Transport{MaxIdleConnsPerHost: changeStormPutWorkers},
-		Timeout:   30 * time.Second,
+// stormClient is the storm's client: keep-alive, as a control plane's
+// would be, unless -changestorm-new-conns.
+func stormClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			MaxIdleConnsPerHost: changeStormPutWorkers,
+			DisableKeepAlives:   *changeStormNewConns,
+		},
+		Timeout: 30 * time.Second,
 	}
-	defer client.CloseIdleConnections()
-	jobs := make(chan int)
+}
+
+// storm PUTs new tenants, numbered from first, through the admin API on
+// port, paced at rate a second for d, with at most
+// changeStormPutWorkers in flight; a PUT due when that many are is not
+// sent. The pacing loop wakes once a millisecond at most and hands out
+// what is due, so the storm's own CPU stays small beside the node's.
+func storm(client *http.Client, port, first, rate int, d time.Duration, p *putStats) {
+	jobs := make(chan int, changeStormPutWorkers)
+	var inFlight atomic.Int64
 	var wg sync.WaitGroup
 	for range changeStormPutWorkers {
 		wg.Add(1)
@@ -250,23 +377,28 @@ func storm(port, rate int, d time.Duration, p *putStats) {
 			defer wg.Done()
 			for i := range jobs {
 				put(client, port, i, p)
+				inFlight.Add(-1)
 			}
 		}()
 	}
 	interval := time.Second / time.Duration(rate)
 	total := int(d / interval)
 	start := time.Now()
-	for i := range total {
-		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
-		if time.Since(start) > d+time.Second {
+	for i := 0; i < total; {
+		elapsed := time.Since(start)
+		if elapsed > d+time.Second {
 			p.behind += total - i
 			break
 		}
-		select {
-		case jobs <- i:
-		default:
-			p.behind++
+		for ; i < total && time.Duration(i)*interval <= elapsed; i++ {
+			if inFlight.Load() >= changeStormPutWorkers {
+				p.behind++
+				continue
+			}
+			inFlight.Add(1)
+			jobs <- first + i
 		}
+		time.Sleep(max(time.Millisecond, time.Until(start.Add(time.Duration(i)*interval))))
 	}
 	close(jobs)
 	wg.Wait()
@@ -275,7 +407,7 @@ func storm(port, rate int, d time.Duration, p *putStats) {
 
 func put(client *http.Client, port, i int, p *putStats) {
 	p.sent.Add(1)
-	url := fmt.Sprintf("http://127.0.0.1:%d/linktrack/tenants/storm%06d.bench.test", port, i)
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/linktrack/tenants/storm" + strconv.Itoa(i) + ".bench.test"
 	req, _ := http.NewRequest("PUT", url, strings.NewReader(`{"origin": "esp"}`))
 	req.Header.Set("Content-Type", "application/json")
 	res, err := client.Do(req)
@@ -300,33 +432,58 @@ func put(client *http.Client, port, i int, p *putStats) {
 	}
 }
 
-// logStormTable prints what each change_limit measured.
+// logStormTable prints what each change_limit measured, round by round,
+// and the medians over the rounds.
 func logStormTable(t *testing.T, results []*stormResult) {
 	if len(results) == 0 {
 		return
 	}
+	conns := "keep-alive"
+	if *changeStormNewConns {
+		conns = "a new connection each"
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nchange storm: %s stored tenants, %d click clients at %d clicks/s in all, PUTs of new tenants paced at %d/s for %s\n\n",
-		thousands(*changeStormTenants), changeStormClients, *changeStormClicks, *changeStormRate, *changeStormDuration)
-	b.WriteString("| change_limit | phase | clicks | click p50 | click p99 | p99 / idle | PUTs sent | 201 | 429 | 429 without Retry-After |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(&b, "\nchange storm: %s stored tenants, %d click clients at %d clicks/s in all; %d rounds of %s idle, then %s of PUTs of new tenants paced at %d/s (%s)\n\n",
+		thousands(*changeStormTenants), changeStormClients, *changeStormClicks, *changeStormRounds, *changeStormIdle, *changeStormDuration, *changeStormRate, conns)
+	b.WriteString("| change_limit | round | click p50 idle / storm | click p99 idle / storm | p99 storm / idle | node CPU idle / storm | test process CPU idle / storm | PUTs sent | 201 | 429 |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range results {
-		idle99 := r.idle.quantile(0.99)
-		fmt.Fprintf(&b, "| %s | idle %s | %s | %s | %s | 1.00 | | | | |\n", r.limit, *changeStormIdle,
-			thousands(len(r.idle.latencies)), ms(r.idle.quantile(0.5)), ms(idle99))
-		if len(r.storm.latencies) == 0 {
+		var p50i, p50s, p99i, p99s, ratios, cpui, cpus, selfi, selfs, sent, created, refused []float64
+		for i, rd := range r.rounds {
+			p := rd.puts
+			fmt.Fprintf(&b, "| %s | %d | %s / %s | %s / %s | %.2f | %.0f%% / %.0f%% | %.0f%% / %.0f%% | %s | %s | %s |\n", r.limit, i+1,
+				ms(rd.idle.quantile(0.5)), ms(rd.storm.quantile(0.5)), ms(rd.idle.quantile(0.99)), ms(rd.storm.quantile(0.99)), rd.ratio(),
+				100*rd.idle.nodeCPU, 100*rd.storm.nodeCPU, 100*rd.idle.selfCPU, 100*rd.storm.selfCPU,
+				thousands(int(p.sent.Load())), thousands(int(p.created.Load())), thousands(int(p.refused.Load())))
+			p50i, p50s = append(p50i, float64(rd.idle.quantile(0.5))), append(p50s, float64(rd.storm.quantile(0.5)))
+			p99i, p99s = append(p99i, float64(rd.idle.quantile(0.99))), append(p99s, float64(rd.storm.quantile(0.99)))
+			ratios = append(ratios, rd.ratio())
+			cpui, cpus = append(cpui, rd.idle.nodeCPU), append(cpus, rd.storm.nodeCPU)
+			selfi, selfs = append(selfi, rd.idle.selfCPU), append(selfs, rd.storm.selfCPU)
+			sent, created, refused = append(sent, float64(p.sent.Load())), append(created, float64(p.created.Load())), append(refused, float64(p.refused.Load()))
+		}
+		if len(r.rounds) == 0 {
 			continue
 		}
-		ratio := 0.0
-		if idle99 > 0 {
-			ratio = float64(r.storm.quantile(0.99)) / float64(idle99)
-		}
-		p := &r.puts
-		fmt.Fprintf(&b, "| %s | storm %s | %s | %s | %s | %.2f | %s | %s | %s | %d |\n", r.limit, *changeStormDuration,
-			thousands(len(r.storm.latencies)), ms(r.storm.quantile(0.5)), ms(r.storm.quantile(0.99)), ratio,
-			thousands(int(p.sent.Load())), thousands(int(p.created.Load())), thousands(int(p.refused.Load())), p.noRetryAfter.Load())
+		fmt.Fprintf(&b, "| %s | **median** | %s / %s | %s / %s | **%.2f** | %.0f%% / %.0f%% | %.0f%% / %.0f%% | %s | %s | %s |\n", r.limit,
+			ms(time.Duration(median(p50i))), ms(time.Duration(median(p50s))), ms(time.Duration(median(p99i))), ms(time.Duration(median(p99s))), median(ratios),
+			100*median(cpui), 100*median(cpus), 100*median(selfi), 100*median(selfs),
+			thousands(int(median(sent))), thousands(int(median(created))), thousands(int(median(refused))))
 	}
+	b.WriteString("\np99 storm / idle is the ratio within each round; its median row is the median of those ratios.\n")
 	t.Log(b.String())
+}
+
+// median returns the median of vs; it sorts vs.
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2]
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
 }
 
 func ms(d time.Duration) string {
