@@ -172,7 +172,7 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 		rd.storm = measured(t, pid, func() clickStats { return clickFor(clicks, target, n, *changeStormDuration) })
 		wg.Wait()
 		rig.origin.Reset()
-		next += int(rd.puts.sent.Load())
+		next += int(*changeStormDuration / (time.Second / time.Duration(*changeStormRate)))
 		r.rounds = append(r.rounds, rd)
 		p := rd.puts
 		t.Logf("round %d: idle p50 %s p99 %s, node CPU %.0f%%; storm p50 %s p99 %s (%.2fx), node CPU %.0f%%; PUTs sent %d (%d not sent, workers busy), 201 %d, 429 %d, other %d",

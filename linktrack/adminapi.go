@@ -92,8 +92,8 @@ func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, api.app.page(q))
 	case http.MethodPost:
-		if err := api.admitChange(w); err != nil {
-			return err
+		if api.refuseChange(w) {
+			return nil
 		}
 		return api.recordChange(w, r, "bulk", api.handleBulk)
 	default:
@@ -121,13 +121,13 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		state := api.app.certs.state(r.Context(), canonical)
 		return writeJSON(w, http.StatusOK, tenantView{registeredTenant: rt, Certificate: &state})
 	case http.MethodPut:
-		if err := api.admitChange(w); err != nil {
-			return err
+		if api.refuseChange(w) {
+			return nil
 		}
 		return api.recordChange(w, r, "put", api.handlePut)
 	case http.MethodDelete:
-		if err := api.admitChange(w); err != nil {
-			return err
+		if api.refuseChange(w) {
+			return nil
 		}
 		return api.recordChange(w, r, "delete", api.handleDelete)
 	default:
@@ -163,8 +163,8 @@ func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain 
 	if api.app.dns == nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("the linktrack app has no dns_targets: there is no DNS readiness to check")}
 	}
-	if err := api.admitChange(w); err != nil {
-		return err
+	if api.refuseChange(w) {
+		return nil
 	}
 	result := api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))
 	state := api.app.certs.state(r.Context(), canonical)

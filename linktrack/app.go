@@ -245,7 +245,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ChangeLimit < 0 || a.ChangeLimitWindow < 0 {
 		return fmt.Errorf("change_limit and change_limit_window must be positive")
 	}
-	a.changes = newChangeLimiter(a.ChangeLimit, time.Duration(a.ChangeLimitWindow))
 	if a.PreIssuanceWorkers == 0 {
 		a.PreIssuanceWorkers = DefaultPreIssuanceWorkers
 	}
@@ -259,6 +258,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.events = mod.(*caddyevents.App)
 	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if a.changes, err = newChangeLimiter(a.ChangeLimit, time.Duration(a.ChangeLimitWindow), ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
 	if a.certs, err = watchCertificates(a.events, a); err != nil {
