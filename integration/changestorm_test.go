@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -118,11 +120,87 @@ func (r stormRound) ratio() float64 {
 	return 0
 }
 
+// putStats count a storm's PUTs.
 type putStats struct {
 	behind                                      int // due when every worker was busy: not sent
 	sent, created, refused, other, noRetryAfter atomic.Int64
 	firstOther                                  atomic.Value // string
 	elapsed                                     time.Duration
+	cpu                                         float64 // the storm process's CPU seconds per second
+}
+
+// stormEnv holds what a child of the test binary storms (stormSpec's
+// fields, in JSON): TestChangeStorm runs its storm in a process of its
+// own, so that the storm's goroutines do not delay the click clients'
+// and the origin's in this one.
+const stormEnv = "LINKTRACK_TEST_STORM"
+
+// stormSpec is what a storm process does, and stormReport what it
+// found.
+type stormSpec struct {
+	Port, First, Rate int
+	Duration          time.Duration
+	NewConns          bool
+}
+
+type stormReport struct {
+	Behind, Sent, Created, Refused, Other, NoRetryAfter int64
+	FirstOther                                          string
+	Elapsed                                             time.Duration
+}
+
+// stormFrom runs a storm of -changestorm-rate PUTs a second for
+// -changestorm-duration against the admin endpoint on port, new tenants
+// numbered from first, in a child process, and adds what it found to p.
+func stormFrom(port, first int, p *putStats) error {
+	spec, _ := json.Marshal(stormSpec{Port: port, First: first, Rate: *changeStormRate, Duration: *changeStormDuration, NewConns: *changeStormNewConns})
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), stormEnv+"="+string(spec))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("storm process: %v", err)
+	}
+	var r stormReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		return fmt.Errorf("storm process's report %q: %v", out, err)
+	}
+	p.behind = int(r.Behind)
+	p.sent.Store(r.Sent)
+	p.created.Store(r.Created)
+	p.refused.Store(r.Refused)
+	p.other.Store(r.Other)
+	p.noRetryAfter.Store(r.NoRetryAfter)
+	if r.FirstOther != "" {
+		p.firstOther.Store(r.FirstOther)
+	}
+	p.elapsed = r.Elapsed
+	if p.elapsed > 0 {
+		p.cpu = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds() / p.elapsed.Seconds()
+	}
+	return nil
+}
+
+// runStorm is the storm process: it storms as spec says and writes its
+// report to stdout.
+func runStorm(spec string) int {
+	var s stormSpec
+	if err := json.Unmarshal([]byte(spec), &s); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	client := &http.Client{
+		Transport: &http.Transport{MaxIdleConnsPerHost: changeStormPutWorkers, DisableKeepAlives: s.NewConns},
+		Timeout:   30 * time.Second,
+	}
+	var p putStats
+	storm(client, s.Port, s.First, s.Rate, s.Duration, &p)
+	first, _ := p.firstOther.Load().(string)
+	json.NewEncoder(os.Stdout).Encode(stormReport{
+		Behind: int64(p.behind), Sent: p.sent.Load(), Created: p.created.Load(), Refused: p.refused.Load(),
+		Other: p.other.Load(), NoRetryAfter: p.noRetryAfter.Load(), FirstOther: first, Elapsed: p.elapsed,
+	})
+	return 0
 }
 
 func measureChangeStorm(t *testing.T, option string, r *stormResult) {
@@ -141,8 +219,6 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 	}
 	defer clicks.CloseIdleConnections()
 	target := fmt.Sprintf("http://127.0.0.1:%d/ls/click", node.httpPort)
-	putClient := stormClient()
-	defer putClient.CloseIdleConnections()
 
 	// warm up the connections and the click path
 	clickFor(clicks, target, n, 2*time.Second)
@@ -167,7 +243,9 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			storm(putClient, node.adminPort, next, *changeStormRate, *changeStormDuration, rd.puts)
+			if err := stormFrom(node.adminPort, next, rd.puts); err != nil {
+				t.Errorf("storm: %v", err)
+			}
 		}()
 		rd.storm = measured(t, pid, func() clickStats { return clickFor(clicks, target, n, *changeStormDuration) })
 		wg.Wait()
@@ -175,9 +253,9 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 		next += int(*changeStormDuration / (time.Second / time.Duration(*changeStormRate)))
 		r.rounds = append(r.rounds, rd)
 		p := rd.puts
-		t.Logf("round %d: idle p50 %s p99 %s, node CPU %.0f%%; storm p50 %s p99 %s (%.2fx), node CPU %.0f%%; PUTs sent %d (%d not sent, workers busy), 201 %d, 429 %d, other %d",
+		t.Logf("round %d: idle p50 %s p99 %s, node CPU %.0f%%; storm p50 %s p99 %s (%.2fx), node CPU %.0f%%, storm process CPU %.0f%%; PUTs sent %d (%d not sent, workers busy), 201 %d, 429 %d, other %d",
 			round+1, ms(rd.idle.quantile(0.5)), ms(rd.idle.quantile(0.99)), 100*rd.idle.nodeCPU,
-			ms(rd.storm.quantile(0.5)), ms(rd.storm.quantile(0.99)), rd.ratio(), 100*rd.storm.nodeCPU,
+			ms(rd.storm.quantile(0.5)), ms(rd.storm.quantile(0.99)), rd.ratio(), 100*rd.storm.nodeCPU, 100*p.cpu,
 			p.sent.Load(), p.behind, p.created.Load(), p.refused.Load(), p.other.Load())
 
 		for _, c := range []clickStats{rd.idle, rd.storm} {
@@ -350,18 +428,6 @@ func clickFor(client *http.Client, target string, n int, d time.Duration) clickS
 	return all
 }
 
-// stormClient is the storm's client: keep-alive, as a control plane's
-// would be, unless -changestorm-new-conns.
-func stormClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			MaxIdleConnsPerHost: changeStormPutWorkers,
-			DisableKeepAlives:   *changeStormNewConns,
-		},
-		Timeout: 30 * time.Second,
-	}
-}
-
 // storm PUTs new tenants, numbered from first, through the admin API on
 // port, paced at rate a second for d, with at most
 // changeStormPutWorkers in flight; a PUT due when that many are is not
@@ -445,32 +511,33 @@ func logStormTable(t *testing.T, results []*stormResult) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nchange storm: %s stored tenants, %d click clients at %d clicks/s in all; %d rounds of %s idle, then %s of PUTs of new tenants paced at %d/s (%s)\n\n",
 		thousands(*changeStormTenants), changeStormClients, *changeStormClicks, *changeStormRounds, *changeStormIdle, *changeStormDuration, *changeStormRate, conns)
-	b.WriteString("| change_limit | round | click p50 idle / storm | click p99 idle / storm | p99 storm / idle | node CPU idle / storm | test process CPU idle / storm | PUTs sent | 201 | 429 |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| change_limit | round | click p50 idle / storm | click p99 idle / storm | p99 storm / idle | node CPU idle / storm | clients and origin CPU idle / storm | storm process CPU | PUTs sent | 201 | 429 |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range results {
-		var p50i, p50s, p99i, p99s, ratios, cpui, cpus, selfi, selfs, sent, created, refused []float64
+		var p50i, p50s, p99i, p99s, ratios, cpui, cpus, selfi, selfs, stormCPU, sent, created, refused []float64
 		for i, rd := range r.rounds {
 			p := rd.puts
-			fmt.Fprintf(&b, "| %s | %d | %s / %s | %s / %s | %.2f | %.0f%% / %.0f%% | %.0f%% / %.0f%% | %s | %s | %s |\n", r.limit, i+1,
+			fmt.Fprintf(&b, "| %s | %d | %s / %s | %s / %s | %.2f | %.0f%% / %.0f%% | %.0f%% / %.0f%% | %.0f%% | %s | %s | %s |\n", r.limit, i+1,
 				ms(rd.idle.quantile(0.5)), ms(rd.storm.quantile(0.5)), ms(rd.idle.quantile(0.99)), ms(rd.storm.quantile(0.99)), rd.ratio(),
-				100*rd.idle.nodeCPU, 100*rd.storm.nodeCPU, 100*rd.idle.selfCPU, 100*rd.storm.selfCPU,
+				100*rd.idle.nodeCPU, 100*rd.storm.nodeCPU, 100*rd.idle.selfCPU, 100*rd.storm.selfCPU, 100*p.cpu,
 				thousands(int(p.sent.Load())), thousands(int(p.created.Load())), thousands(int(p.refused.Load())))
 			p50i, p50s = append(p50i, float64(rd.idle.quantile(0.5))), append(p50s, float64(rd.storm.quantile(0.5)))
 			p99i, p99s = append(p99i, float64(rd.idle.quantile(0.99))), append(p99s, float64(rd.storm.quantile(0.99)))
 			ratios = append(ratios, rd.ratio())
 			cpui, cpus = append(cpui, rd.idle.nodeCPU), append(cpus, rd.storm.nodeCPU)
 			selfi, selfs = append(selfi, rd.idle.selfCPU), append(selfs, rd.storm.selfCPU)
+			stormCPU = append(stormCPU, p.cpu)
 			sent, created, refused = append(sent, float64(p.sent.Load())), append(created, float64(p.created.Load())), append(refused, float64(p.refused.Load()))
 		}
 		if len(r.rounds) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | **median** | %s / %s | %s / %s | **%.2f** | %.0f%% / %.0f%% | %.0f%% / %.0f%% | %s | %s | %s |\n", r.limit,
+		fmt.Fprintf(&b, "| %s | **median** | %s / %s | %s / %s | **%.2f** | %.0f%% / %.0f%% | %.0f%% / %.0f%% | %.0f%% | %s | %s | %s |\n", r.limit,
 			ms(time.Duration(median(p50i))), ms(time.Duration(median(p50s))), ms(time.Duration(median(p99i))), ms(time.Duration(median(p99s))), median(ratios),
-			100*median(cpui), 100*median(cpus), 100*median(selfi), 100*median(selfs),
+			100*median(cpui), 100*median(cpus), 100*median(selfi), 100*median(selfs), 100*median(stormCPU),
 			thousands(int(median(sent))), thousands(int(median(created))), thousands(int(median(refused))))
 	}
-	b.WriteString("\np99 storm / idle is the ratio within each round; its median row is the median of those ratios.\n")
+	b.WriteString("\np99 storm / idle is the ratio within each round; its median row is the median of those ratios. CPU is CPU seconds per second of the phase, 100% being one core.\n")
 	t.Log(b.String())
 }
 
