@@ -24,7 +24,7 @@ var (
 	changeStormTenants  = flag.Int("changestorm-tenants", 10000, "tenants TestChangeStorm stores before it starts the node")
 	changeStormRate     = flag.Int("changestorm-rate", 1000, "PUTs a second TestChangeStorm's storm aims at")
 	changeStormDuration = flag.Duration("changestorm-duration", 30*time.Second, "how long each of TestChangeStorm's storms lasts")
-	changeStormIdle     = flag.Duration("changestorm-idle", 10*time.Second, "how long TestChangeStorm measures clicks with no change, before each storm")
+	changeStormIdle     = flag.Duration("changestorm-idle", 30*time.Second, "how long TestChangeStorm measures clicks with no change, before each storm; as long as a storm by default, so that the two p99s stand on as many clicks and as much of the machine's other work")
 	changeStormRounds   = flag.Int("changestorm-rounds", 3, "rounds of idle then storm TestChangeStorm runs on each node")
 	changeStormClicks   = flag.Int("changestorm-clicks", 400, "clicks a second TestChangeStorm's clients send, in all")
 	changeStormLimits   = flag.String("changestorm-limits", "default,1000000 1s", "the change_limit values TestChangeStorm runs with, each on a node of its own, comma-separated; default is the option left out")
@@ -343,7 +343,11 @@ func saveCPUProfile(t *testing.T, adminPort int, d time.Duration, path string) {
 
 // startStormNode starts a node on the rig's storage, on plain HTTP with
 // pre_issuance off and the change_limit option given (none for the
-// default), and returns once it answers a click for last with 302.
+// default), and returns once it answers a click for last with 302. The
+// admin endpoint's log lines (Caddy's "received request" for every
+// request, linktrack's change log) go to a file, as a node would write
+// them to its log: on stderr, this process, which also runs the click
+// clients and the origin, would read each.
 func startStormNode(t *testing.T, rig *storeRig, option, last string) *storeNode {
 	t.Helper()
 	node := &storeNode{storage: rig.storage}
@@ -354,6 +358,13 @@ func startStormNode(t *testing.T, rig *storeRig, option, last string) *storeNode
 	https_port %d
 	skip_install_trust
 	storage file_system %s
+	log default {
+		exclude admin.api
+	}
+	log admin_api {
+		include admin.api
+		output file %s
+	}
 	servers {
 		protocols h1
 	}
@@ -370,7 +381,8 @@ func startStormNode(t *testing.T, rig *storeRig, option, last string) *storeNode
 http:// {
 	linktrack
 }
-`, node.adminPort, node.httpPort, node.httpsPort, rig.storage, rig.origin.Port(), rig.caFile, storeBenchRefresh, option)
+`, node.adminPort, node.httpPort, node.httpsPort, rig.storage, filepath.Join(t.TempDir(), "admin.log"),
+		rig.origin.Port(), rig.caFile, storeBenchRefresh, option)
 	began := time.Now()
 	node.caddy = startCaddy(t, "caddyfile", config)
 	waitServed(t, node, last, began, time.Minute)
