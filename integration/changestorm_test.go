@@ -31,7 +31,7 @@ var (
 	changeStormClicks   = flag.Int("changestorm-clicks", 400, "clicks a second TestChangeStorm's clients send, in all")
 	changeStormLimits   = flag.String("changestorm-limits", "default,1000000 1s", "the change_limit values TestChangeStorm runs with, each on a node of its own, comma-separated; default is the option left out")
 	changeStormNewConns = flag.Bool("changestorm-new-conns", false, "TestChangeStorm's storm opens a new connection for every PUT, as curl in a loop would, instead of keeping them alive as a control plane's client does")
-	changeStormProfile  = flag.String("changestorm-profile", "", "a directory where TestChangeStorm saves a CPU profile of the node during each limit's first storm, for go tool pprof")
+	changeStormProfile  = flag.String("changestorm-profile", "", "a directory where TestChangeStorm saves a CPU profile of the node during each limit's first storm, for go tool pprof, and a 3 s execution trace from its middle, for go tool trace")
 )
 
 // What TestChangeStorm's clients are.
@@ -68,7 +68,7 @@ const (
 //	go test ./integration -run TestChangeStorm -changestorm -v -timeout 30m
 //
 // -changestorm-profile DIR saves the node's CPU profile of each limit's
-// first storm.
+// first storm, and an execution trace of 3 s of it.
 func TestChangeStorm(t *testing.T) {
 	if !*changeStorm {
 		t.Skip("benchmark; run with -changestorm")
@@ -243,11 +243,17 @@ func measureChangeStorm(t *testing.T, option string, r *stormResult) {
 		rd := stormRound{puts: new(putStats)}
 		var wg sync.WaitGroup
 		if round == 0 && *changeStormProfile != "" {
-			wg.Add(1)
+			name := filepath.Join(*changeStormProfile, "storm-"+strings.ReplaceAll(r.limit, " ", "_"))
+			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				saveCPUProfile(t, node.adminPort, *changeStormDuration-2*time.Second,
-					filepath.Join(*changeStormProfile, "storm-"+strings.ReplaceAll(r.limit, " ", "_")+".pprof"))
+				seconds := int((*changeStormDuration - 2*time.Second).Seconds())
+				saveProfile(t, node.adminPort, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), name+".pprof")
+			}()
+			go func() {
+				defer wg.Done()
+				time.Sleep(*changeStormDuration / 2)
+				saveProfile(t, node.adminPort, "/debug/pprof/trace?seconds=3", name+".trace")
 			}()
 		}
 		wg.Add(1)
@@ -339,13 +345,12 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// saveCPUProfile saves a CPU profile of d from the node's admin
-// endpoint as path.
-func saveCPUProfile(t *testing.T, adminPort int, d time.Duration, path string) {
-	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, int(d.Seconds()))
-	res, err := http.Get(url)
+// saveProfile saves what the node's admin endpoint answers at path
+// (a /debug/pprof/ profile or trace) as file.
+func saveProfile(t *testing.T, adminPort int, path, file string) {
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, path))
 	if err != nil {
-		t.Errorf("cpu profile: %v", err)
+		t.Errorf("%s: %v", path, err)
 		return
 	}
 	defer res.Body.Close()
@@ -354,16 +359,16 @@ func saveCPUProfile(t *testing.T, adminPort int, d time.Duration, path string) {
 		err = fmt.Errorf("status %d", res.StatusCode)
 	}
 	if err == nil {
-		err = os.MkdirAll(filepath.Dir(path), 0o755)
+		err = os.MkdirAll(filepath.Dir(file), 0o755)
 	}
 	if err == nil {
-		err = os.WriteFile(path, profile, 0o644)
+		err = os.WriteFile(file, profile, 0o644)
 	}
 	if err != nil {
-		t.Errorf("cpu profile: %v", err)
+		t.Errorf("%s: %v", path, err)
 		return
 	}
-	t.Logf("saved the node's CPU profile of the storm as %s", path)
+	t.Logf("saved the node's %s of the storm as %s", path, file)
 }
 
 // startStormNode starts a node on the rig's storage, on plain HTTP with

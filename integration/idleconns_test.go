@@ -166,8 +166,10 @@ func measureIdleConns(t *testing.T, proto string, n int) connMemory {
 	time.Sleep(idleConnsSettle)
 	heap1, stack1 := goMemory(t, r.adminPort)
 	rss1 := procStatusKiB(t, pid, "VmRSS") << 10
-	if fds := openFiles(t, pid) - fds0; fds < n {
-		t.Fatalf("Caddy holds %d more files than before, want at least %d: it closed connections", fds, n)
+	// Caddy's other files (the origin's connections) come and go by a
+	// few; far fewer than n means it closed client connections
+	if fds := openFiles(t, pid) - fds0; fds < n-n/50 {
+		t.Fatalf("Caddy holds %d more files than before, want about %d: it closed connections", fds, n)
 	}
 	return connMemory{
 		rss:    float64(rss1-rss0) / float64(n),
