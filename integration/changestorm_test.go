@@ -27,7 +27,7 @@ var (
 	changeStormRate     = flag.Int("changestorm-rate", 1000, "PUTs a second TestChangeStorm's storm aims at")
 	changeStormDuration = flag.Duration("changestorm-duration", 30*time.Second, "how long each of TestChangeStorm's storms lasts")
 	changeStormIdle     = flag.Duration("changestorm-idle", 15*time.Second, "how long TestChangeStorm measures clicks with no change, before the first storm and after each; a storm is compared with the idle phases before and after it, together as long as a storm by default")
-	changeStormRounds   = flag.Int("changestorm-rounds", 3, "rounds of idle then storm TestChangeStorm runs on each node")
+	changeStormRounds   = flag.Int("changestorm-rounds", 5, "storms TestChangeStorm runs on each node, each followed by an idle phase")
 	changeStormClicks   = flag.Int("changestorm-clicks", 400, "clicks a second TestChangeStorm's clients send, in all")
 	changeStormLimits   = flag.String("changestorm-limits", "default,1000000 1s", "the change_limit values TestChangeStorm runs with, each on a node of its own, comma-separated; default is the option left out")
 	changeStormNewConns = flag.Bool("changestorm-new-conns", false, "TestChangeStorm's storm opens a new connection for every PUT, as curl in a loop would, instead of keeping them alive as a control plane's client does")
