@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-linktrack/caddy-linktrack/linktrack"
 )
 
 var (
@@ -55,8 +57,8 @@ const (
 // storm runs in a child process, from keep-alive connections as a
 // control plane's client would (-changestorm-new-conns: a new one for
 // each PUT). The node writes its admin log to a file. It does so with
-// each change_limit of -changestorm-limits, by default the default (50
-// 1s) and 1000000 1s (effectively off), each on a node of its own, and
+// each change_limit of -changestorm-limits, by default the default
+// (DefaultChangeLimit a second) and 1000000 1s (effectively off), each on a node of its own, and
 // prints, for each round, click p50/p99 idle and in the storm, their
 // ratio, the CPU the node, this process (clients and origin) and the
 // storm process used, and the PUTs sent, accepted (201) and refused
@@ -82,7 +84,7 @@ func TestChangeStorm(t *testing.T) {
 		limit = strings.TrimSpace(limit)
 		name, option := limit, "change_limit "+limit
 		if limit == "default" {
-			name, option = "default (50 1s)", ""
+			name, option = fmt.Sprintf("default (%d 1s)", linktrack.DefaultChangeLimit), ""
 		}
 		t.Run(strings.ReplaceAll(limit, " ", "_"), func(t *testing.T) {
 			r := &stormResult{limit: name}

@@ -92,7 +92,7 @@ func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, api.app.page(q))
 	case http.MethodPost:
-		if api.refuseChange(w) {
+		if api.refuseChange(w, r) {
 			return nil
 		}
 		return api.recordChange(w, r, "bulk", api.handleBulk)
@@ -121,12 +121,12 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		state := api.app.certs.state(r.Context(), canonical)
 		return writeJSON(w, http.StatusOK, tenantView{registeredTenant: rt, Certificate: &state})
 	case http.MethodPut:
-		if api.refuseChange(w) {
+		if api.refuseChange(w, r) {
 			return nil
 		}
 		return api.recordChange(w, r, "put", api.handlePut)
 	case http.MethodDelete:
-		if api.refuseChange(w) {
+		if api.refuseChange(w, r) {
 			return nil
 		}
 		return api.recordChange(w, r, "delete", api.handleDelete)
@@ -163,7 +163,7 @@ func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain 
 	if api.app.dns == nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("the linktrack app has no dns_targets: there is no DNS readiness to check")}
 	}
-	if api.refuseChange(w) {
+	if api.refuseChange(w, r) {
 		return nil
 	}
 	result := api.app.dns.checkNow(r.Context(), canonical, api.app.certs.known(canonical))

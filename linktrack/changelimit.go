@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,8 @@ type changeLimiter struct {
 	warned  time.Time // when refusals were last logged
 
 	refusedTotal prometheus.Counter
+	hold         time.Duration // how long a refusal is held before it is answered
+	held         atomic.Int64  // refusals held now
 }
 
 // newChangeLimiter returns a limiter of limit changes per window, whose
@@ -54,6 +57,7 @@ func newChangeLimiter(limit int, window time.Duration, registry *prometheus.Regi
 		perSec:       float64(limit) / window.Seconds(),
 		tokens:       float64(limit),
 		refusedTotal: refusedTotal,
+		hold:         refusalHold,
 	}, nil
 }
 
@@ -80,6 +84,13 @@ func (l *changeLimiter) take(now time.Time) (ok bool, wait time.Duration, refuse
 	return false, wait, refused
 }
 
+// How long a refusal is held before it is answered, and how many may be
+// held at once; past that many, refusals are answered at once.
+const (
+	refusalHold     = time.Second
+	maxHeldRefusals = 1024
+)
+
 // refuseChange answers 429, with Retry-After in whole seconds, when the
 // app's change_limit is spent, and reports whether it did. A refused
 // change costs little more than its request line and headers: its body
@@ -87,18 +98,36 @@ func (l *changeLimiter) take(now time.Time) (ok bool, wait time.Duration, refuse
 // answered here rather than returned as an error, which Caddy's admin
 // handler would log. A counter counts refusals, and a warning at most
 // once a second sums them up.
-func (api *AdminAPI) refuseChange(w http.ResponseWriter) bool {
+//
+// The answer is held for refusalHold first, on a parked goroutine, so
+// that a client that loops on changes, from however many connections
+// it keeps, is slowed to that many refusals a second instead of
+// costing the node one request each as fast as it can send them.
+func (api *AdminAPI) refuseChange(w http.ResponseWriter, r *http.Request) bool {
 	l := api.app.changes
 	if l == nil {
 		return false
 	}
-	ok, wait, refused := l.take(time.Now())
+	now := time.Now()
+	ok, wait, refused := l.take(now)
 	if ok {
 		return false
 	}
 	if refused > 0 {
 		api.logger.Warn("tenant changes refused over change_limit", zap.Int("refused", refused),
 			zap.Int("change_limit", api.app.ChangeLimit), zap.Duration("change_limit_window", time.Duration(api.app.ChangeLimitWindow)))
+	}
+	if l.hold > 0 && l.held.Add(1) <= maxHeldRefusals {
+		t := time.NewTimer(l.hold)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+		wait -= time.Since(now)
+	}
+	if l.hold > 0 {
+		l.held.Add(-1)
 	}
 	seconds := strconv.Itoa(max(1, int(math.Ceil(wait.Seconds()))))
 	h := w.Header()

@@ -1,6 +1,7 @@
 package linktrack
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -187,14 +188,16 @@ func TestRefuseChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.hold = 20 * time.Millisecond
 	core, logs := observer.New(zap.InfoLevel)
 	api := &AdminAPI{logger: zap.New(core), app: &App{ChangeLimit: 1, ChangeLimitWindow: caddy.Duration(time.Minute), changes: l}}
-	if w := httptest.NewRecorder(); api.refuseChange(w) || w.Code != 200 || len(w.Header()) != 0 {
+	if w := httptest.NewRecorder(); api.refuseChange(w, httptest.NewRequest(http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) || w.Code != 200 || len(w.Header()) != 0 {
 		t.Fatalf("within the limit: refused, %d %v", w.Code, w.Header())
 	}
 	for i := range 3 {
 		w := httptest.NewRecorder()
-		if !api.refuseChange(w) {
+		began := time.Now()
+		if !api.refuseChange(w, httptest.NewRequest(http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) {
 			t.Fatalf("change %d over the limit admitted", i+2)
 		}
 		var answer struct{ Error string }
@@ -202,14 +205,41 @@ func TestRefuseChange(t *testing.T) {
 			w.Header().Get("Content-Type") != "application/json" || !strings.Contains(answer.Error, "over change_limit; retry after 60s") {
 			t.Errorf("over the limit: %d, Retry-After %q, Content-Type %q, %q (%v)", w.Code, w.Header().Get("Retry-After"), w.Header().Get("Content-Type"), w.Body, err)
 		}
+		if took := time.Since(began); took < l.hold {
+			t.Errorf("refusal %d answered after %v, before its hold of %v", i+1, took, l.hold)
+		}
 	}
-	if got := testutil.ToFloat64(l.refusedTotal); got != 3 {
-		t.Errorf("caddy_linktrack_tenant_changes_refused_total %v, want 3", got)
+	if held := l.held.Load(); held != 0 {
+		t.Errorf("%d refusals still counted as held", held)
+	}
+
+	// a client that goes away ends the hold
+	l.hold = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	began := time.Now()
+	if !api.refuseChange(httptest.NewRecorder(), httptest.NewRequestWithContext(ctx, http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) {
+		t.Fatal("change over the limit admitted")
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("a refusal held %v after its client went away", took)
+	}
+	// past maxHeldRefusals, a refusal is answered at once
+	l.held.Store(maxHeldRefusals)
+	began = time.Now()
+	if !api.refuseChange(httptest.NewRecorder(), httptest.NewRequest(http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) || time.Since(began) > 10*time.Second {
+		t.Errorf("a refusal past %d held ones was held", maxHeldRefusals)
+	}
+	if held := l.held.Load(); held != maxHeldRefusals {
+		t.Errorf("held %d after a refusal answered at once, want %d", held, maxHeldRefusals)
+	}
+	if got := testutil.ToFloat64(l.refusedTotal); got != 5 {
+		t.Errorf("caddy_linktrack_tenant_changes_refused_total %v, want 5", got)
 	}
 	if n := testutil.CollectAndCount(registry, "caddy_linktrack_tenant_changes_refused_total"); n != 1 {
 		t.Errorf("the counter is registered %d times, want once", n)
 	}
-	// one warning for the three, within the second
+	// one warning for the five, within the second
 	if warnings := logs.FilterMessage("tenant changes refused over change_limit").All(); len(warnings) != 1 || logs.Len() != 1 {
 		t.Errorf("%d warnings, %d lines; want one warning and nothing else", len(warnings), logs.Len())
 	}
