@@ -95,7 +95,8 @@ type App struct {
 	// At most this many changes through the admin API (a PUT, a DELETE
 	// or a bulk POST, whatever its size) per change_limit_window, in
 	// bursts of up to this many; the rest are answered 429 with
-	// Retry-After, before their body is read. Default: 50.
+	// Retry-After, before their body is read and a second later, so that
+	// a client looping on changes is slowed down. Default: 50.
 	ChangeLimit int `json:"change_limit,omitempty"`
 
 	// The window of change_limit. Default: `1s`.
