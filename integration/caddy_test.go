@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv(lockHolderEnv); addr != "" {
 		os.Exit(runLockHolder(addr)) // a child of TestRedisLockHolderKilled
 	}
+	if spec := os.Getenv(stormEnv); spec != "" {
+		os.Exit(runStorm(spec)) // a child of TestChangeStorm
+	}
 	dir, err := os.MkdirTemp("", "linktrack-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

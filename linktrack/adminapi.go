@@ -107,8 +107,8 @@ func (api *AdminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, api.app.page(q))
 	case http.MethodPost:
-		if err := api.admitChange(w); err != nil {
-			return err
+		if api.refuseChange(w, r) {
+			return nil
 		}
 		return api.recordChange(w, r, "bulk", api.handleBulk)
 	default:
@@ -135,13 +135,13 @@ func (api *AdminAPI) handleTenant(w http.ResponseWriter, r *http.Request) error 
 		}
 		return writeJSON(w, http.StatusOK, api.app.view(r.Context(), rt))
 	case http.MethodPut:
-		if err := api.admitChange(w); err != nil {
-			return err
+		if api.refuseChange(w, r) {
+			return nil
 		}
 		return api.recordChange(w, r, "put", api.handlePut)
 	case http.MethodDelete:
-		if err := api.admitChange(w); err != nil {
-			return err
+		if api.refuseChange(w, r) {
+			return nil
 		}
 		return api.recordChange(w, r, "delete", api.handleDelete)
 	default:
@@ -170,8 +170,8 @@ func (api *AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request, domain 
 	if !ok {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: no tenant '%s'", canonical)}
 	}
-	if err := api.admitChange(w); err != nil {
-		return err
+	if api.refuseChange(w, r) {
+		return nil
 	}
 	switch err := api.app.checks.start(canonical); {
 	case errors.Is(err, errCheckRunning):

@@ -95,7 +95,8 @@ type App struct {
 	// At most this many changes through the admin API (a PUT, a DELETE
 	// or a bulk POST, whatever its size) per change_limit_window, in
 	// bursts of up to this many; the rest are answered 429 with
-	// Retry-After, before their body is read. Default: 50.
+	// Retry-After, before their body is read and a second later, so that
+	// a client looping on changes is slowed down. Default: 50.
 	ChangeLimit int `json:"change_limit,omitempty"`
 
 	// The window of change_limit. Default: `1s`.
@@ -273,7 +274,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ChangeLimit < 0 || a.ChangeLimitWindow < 0 {
 		return fmt.Errorf("change_limit and change_limit_window must be positive")
 	}
-	a.changes = newChangeLimiter(a.ChangeLimit, time.Duration(a.ChangeLimitWindow))
 	if a.PreIssuanceWorkers == 0 {
 		a.PreIssuanceWorkers = DefaultPreIssuanceWorkers
 	}
@@ -287,6 +287,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.events = mod.(*caddyevents.App)
 	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if a.changes, err = newChangeLimiter(a.ChangeLimit, time.Duration(a.ChangeLimitWindow), ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
 	if a.certs, err = watchCertificates(a.events, a); err != nil {

@@ -1,9 +1,11 @@
 package linktrack
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -139,7 +143,10 @@ func TestRecordChange(t *testing.T) {
 }
 
 func TestChangeLimiter(t *testing.T) {
-	l := newChangeLimiter(3, time.Minute) // a token every 20s
+	l, err := newChangeLimiter(3, time.Minute, nil) // a token every 20s
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Unix(1_000_000, 0)
 	for i := range 3 {
 		if ok, _, _ := l.take(now); !ok {
@@ -175,15 +182,65 @@ func TestChangeLimiter(t *testing.T) {
 	}
 }
 
-func TestAdmitChange(t *testing.T) {
-	api := &AdminAPI{logger: zap.NewNop(), app: &App{ChangeLimit: 1, ChangeLimitWindow: caddy.Duration(time.Minute), changes: newChangeLimiter(1, time.Minute)}}
-	if err := api.admitChange(httptest.NewRecorder()); err != nil {
+func TestRefuseChange(t *testing.T) {
+	registry := prometheus.NewRegistry()
+	l, err := newChangeLimiter(1, time.Minute, registry)
+	if err != nil {
 		t.Fatal(err)
 	}
-	w := httptest.NewRecorder()
-	err := api.admitChange(w)
-	apiErr, ok := err.(caddy.APIError)
-	if !ok || apiErr.HTTPStatus != 429 || w.Header().Get("Retry-After") != "60" || !strings.Contains(err.Error(), "change_limit") {
-		t.Errorf("over the limit: %v, Retry-After %q", err, w.Header().Get("Retry-After"))
+	l.hold = 20 * time.Millisecond
+	core, logs := observer.New(zap.InfoLevel)
+	api := &AdminAPI{logger: zap.New(core), app: &App{ChangeLimit: 1, ChangeLimitWindow: caddy.Duration(time.Minute), changes: l}}
+	if w := httptest.NewRecorder(); api.refuseChange(w, httptest.NewRequest(http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) || w.Code != 200 || len(w.Header()) != 0 {
+		t.Fatalf("within the limit: refused, %d %v", w.Code, w.Header())
+	}
+	for i := range 3 {
+		w := httptest.NewRecorder()
+		began := time.Now()
+		if !api.refuseChange(w, httptest.NewRequest(http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) {
+			t.Fatalf("change %d over the limit admitted", i+2)
+		}
+		var answer struct{ Error string }
+		if err := json.Unmarshal(w.Body.Bytes(), &answer); err != nil || w.Code != 429 || w.Header().Get("Retry-After") != "60" ||
+			w.Header().Get("Content-Type") != "application/json" || !strings.Contains(answer.Error, "over change_limit; retry after 60s") {
+			t.Errorf("over the limit: %d, Retry-After %q, Content-Type %q, %q (%v)", w.Code, w.Header().Get("Retry-After"), w.Header().Get("Content-Type"), w.Body, err)
+		}
+		if took := time.Since(began); took < l.hold {
+			t.Errorf("refusal %d answered after %v, before its hold of %v", i+1, took, l.hold)
+		}
+	}
+	if held := l.held.Load(); held != 0 {
+		t.Errorf("%d refusals still counted as held", held)
+	}
+
+	// a client that goes away ends the hold
+	l.hold = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	began := time.Now()
+	if !api.refuseChange(httptest.NewRecorder(), httptest.NewRequestWithContext(ctx, http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) {
+		t.Fatal("change over the limit admitted")
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("a refusal held %v after its client went away", took)
+	}
+	// past maxHeldRefusals, a refusal is answered at once
+	l.held.Store(maxHeldRefusals)
+	began = time.Now()
+	if !api.refuseChange(httptest.NewRecorder(), httptest.NewRequest(http.MethodPut, "/linktrack/tenants/a.brand.test", nil)) || time.Since(began) > 10*time.Second {
+		t.Errorf("a refusal past %d held ones was held", maxHeldRefusals)
+	}
+	if held := l.held.Load(); held != maxHeldRefusals {
+		t.Errorf("held %d after a refusal answered at once, want %d", held, maxHeldRefusals)
+	}
+	if got := testutil.ToFloat64(l.refusedTotal); got != 5 {
+		t.Errorf("caddy_linktrack_tenant_changes_refused_total %v, want 5", got)
+	}
+	if n := testutil.CollectAndCount(registry, "caddy_linktrack_tenant_changes_refused_total"); n != 1 {
+		t.Errorf("the counter is registered %d times, want once", n)
+	}
+	// one warning for the five, within the second
+	if warnings := logs.FilterMessage("tenant changes refused over change_limit").All(); len(warnings) != 1 || logs.Len() != 1 {
+		t.Errorf("%d warnings, %d lines; want one warning and nothing else", len(warnings), logs.Len())
 	}
 }
