@@ -115,9 +115,6 @@ func (a *App) emitTenantState(st tenantState) {
 	if st.cause != nil {
 		data["error"] = st.cause.Error()
 	}
-	if md := a.tenantMetadata(st.domain); len(md) > 0 {
-		data["metadata"] = md
-	}
 	t := st.tenant
 	if t == nil {
 		if s := a.snapshot(); s != nil {
@@ -135,6 +132,10 @@ func (a *App) emitTenantState(st tenantState) {
 		setNonEmpty(data, "provider", t.Provider)
 		setNonEmpty(data, "region", t.Region)
 		setNonEmpty(data, "origin", t.Origin)
+		// a removed tenant's metadata is in the configuration it had
+		if len(t.Metadata) > 0 {
+			data["metadata"] = t.Metadata
+		}
 	}
 	if !st.notAfter.IsZero() {
 		data["not_after"] = st.notAfter

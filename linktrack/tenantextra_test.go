@@ -38,14 +38,8 @@ func TestTenantExtra(t *testing.T) {
 	if got.Enabled == nil || *got.Enabled || string(got.Metadata) != `{"plan":"pro","seats":[1,2]}` {
 		t.Errorf("disabled tenant with metadata rebuilt as %+v", got)
 	}
-	if m := a.tenantMetadata("off.brand.test"); string(m) != `{"plan":"pro","seats":[1,2]}` {
-		t.Errorf("tenantMetadata: %s", m)
-	}
-	if m := a.tenantMetadata("plain.brand.test"); m != nil {
-		t.Errorf("tenantMetadata of a tenant without: %s", m)
-	}
-	if m := a.tenantMetadata("unknown.brand.test"); m != nil {
-		t.Errorf("tenantMetadata of no tenant: %s", m)
+	if e, _ := s.registered("plain.brand.test"); s.tenant("plain.brand.test", e).Metadata != nil {
+		t.Errorf("metadata of a tenant without: %s", s.tenant("plain.brand.test", e).Metadata)
 	}
 
 	large := `{"note": "` + strings.Repeat("x", MaxMetadataSize-10) + `"}`

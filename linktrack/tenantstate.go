@@ -1,7 +1,5 @@
 package linktrack
 
-import "encoding/json"
-
 // Tenant lifecycle states, as tenant_state events and webhooks carry
 // them.
 const (
@@ -20,17 +18,4 @@ const (
 // with the error that caused it, if any.
 func (a *App) tenantStateChanged(domain, state string, cause error) {
 	a.emitTenantState(tenantState{domain: domain, state: state, cause: cause})
-}
-
-// tenantMetadata returns the metadata object a tenant carries, or nil.
-func (a *App) tenantMetadata(domain string) json.RawMessage {
-	s := a.snapshot()
-	if s == nil {
-		return nil
-	}
-	e, ok := s.registered(domain)
-	if !ok || e.extra == nil {
-		return nil
-	}
-	return e.extra.metadata
 }

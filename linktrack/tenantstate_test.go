@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -59,7 +60,7 @@ func testStateEvents(t *testing.T, a *App) *stateRecorder {
 // domain, state, error and route.
 func TestTenantStateEvents(t *testing.T) {
 	before, err := buildSnapshot([]tenantSource{{name: "config", tenants: []Tenant{
-		{Domain: "gone.example.com", Provider: "customerio", Region: "eu"},
+		{Domain: "gone.example.com", Provider: "customerio", Region: "eu", Metadata: json.RawMessage(`{"plan":"pro"}`)},
 	}}}, testRoutes("esp"))
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +87,8 @@ func TestTenantStateEvents(t *testing.T) {
 	}
 	if e := got["gone.example.com removed"]; e == nil || e["provider"] != "customerio" || e["region"] != "eu" || e["time"] == nil {
 		t.Errorf("removed: %v, want the removed tenant's provider and region, and the time", e)
+	} else if md, _ := e["metadata"].(json.RawMessage); string(md) != `{"plan":"pro"}` {
+		t.Errorf("removed: metadata %s, want the removed tenant's", md)
 	}
 	if e := got["new.example.com added"]; e == nil || e["origin"] != "esp" || e["error"] != nil {
 		t.Errorf("added: %v, want the tenant's origin and no error", e)
