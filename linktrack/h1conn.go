@@ -1,0 +1,378 @@
+package linktrack
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// h1Conn is one connection of the lean client to the origin. One
+// request at a time uses it, on the handler's own goroutine: the head
+// and a small body are written in one flush, the response is read with
+// bufio, and the connection goes back to the pool only when its body
+// was read to the end and the origin allowed keep-alive.
+type h1Conn struct {
+	client *h1Client
+	raw    net.Conn // what the dialer returned; closing it stops any read or write
+	wire   h1Wire   // the TLS client over raw, or raw for a plain-HTTP origin
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	sys    syscall.RawConn // raw's socket, for the liveness check; nil if unknown
+
+	reused    bool
+	idleSince time.Time
+
+	// headerTimer closes the connection when the origin sends no
+	// response head within the response header timeout
+	headerTimer *time.Timer
+	timedOut    atomic.Bool
+
+	// per request, reused to spare allocations
+	abortFn   func()
+	stopWatch func() bool // stops the watch on the client's context
+	keys      []string
+	body      h1Body
+	peekByte  [1]byte
+	peekQuiet bool
+	peekFn    func(fd uintptr) bool
+}
+
+// h1Wire counts the bytes written to the connection and limits the
+// bytes read while a response head is expected, as http.Transport does.
+type h1Wire struct {
+	conn      net.Conn
+	written   int64
+	readLimit int64
+}
+
+func (w *h1Wire) Read(p []byte) (int, error) {
+	if w.readLimit <= 0 {
+		return 0, errHeaderLimit
+	}
+	if int64(len(p)) > w.readLimit {
+		p = p[:w.readLimit]
+	}
+	n, err := w.conn.Read(p)
+	w.readLimit -= int64(n)
+	return n, err
+}
+
+func (w *h1Wire) Write(p []byte) (int, error) {
+	n, err := w.conn.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+var errHeaderLimit = errors.New("read limit of the response head exhausted")
+
+// headerTimeoutError is returned when the origin sent no response head
+// within the response header timeout; failure.go reports it as 504.
+type headerTimeoutError struct{}
+
+func (headerTimeoutError) Error() string   { return "net/http: timeout awaiting response headers" }
+func (headerTimeoutError) Timeout() bool   { return true }
+func (headerTimeoutError) Temporary() bool { return true }
+
+// tlsHandshakeTimeoutError is returned when the TLS handshake with the
+// origin outlasts the transport's handshake timeout, worded as
+// http.Transport words it (failure.go looks for "TLS handshake timeout").
+type tlsHandshakeTimeoutError struct{}
+
+func (tlsHandshakeTimeoutError) Error() string   { return "net/http: TLS handshake timeout" }
+func (tlsHandshakeTimeoutError) Timeout() bool   { return true }
+func (tlsHandshakeTimeoutError) Temporary() bool { return true }
+
+// dial opens a new connection to the origin: the transport's dialer,
+// then the TLS handshake within the handshake timeout.
+func (c *h1Client) dial(ctx context.Context) (*h1Conn, error) {
+	raw, err := c.dialer(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := raw
+	if c.tls != nil {
+		tc := tls.Client(raw, c.tls)
+		hctx, cancel := ctx, context.CancelFunc(func() {})
+		if c.handshakeTimeout > 0 {
+			hctx, cancel = context.WithTimeout(ctx, c.handshakeTimeout)
+		}
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return nil, tlsHandshakeTimeoutError{}
+			}
+			return nil, err
+		}
+		conn = tc
+	}
+	h := &h1Conn{client: c, raw: raw, wire: h1Wire{conn: conn, readLimit: math.MaxInt64}}
+	h.br = bufio.NewReaderSize(&h.wire, c.readBufferSize)
+	h.bw = bufio.NewWriterSize(&h.wire, c.writeBufferSize)
+	h.abortFn = h.abort
+	h.peekFn = h.peek
+	if sc, ok := raw.(syscall.Conn); ok {
+		h.sys, _ = sc.SyscallConn()
+	}
+	if c.headerTimeout > 0 {
+		h.headerTimer = time.AfterFunc(c.headerTimeout, h.headerTimeout)
+		h.headerTimer.Stop()
+	}
+	return h, nil
+}
+
+// abort closes the connection under a request whose client went away.
+func (c *h1Conn) abort() { c.raw.Close() }
+
+// headerTimeout closes the connection under a request whose response
+// head is late.
+func (c *h1Conn) headerTimeout() {
+	c.timedOut.Store(true)
+	c.raw.Close()
+}
+
+// close closes the connection, telling a TLS origin first.
+func (c *h1Conn) close() {
+	if c.headerTimer != nil {
+		c.headerTimer.Stop()
+	}
+	c.wire.conn.Close()
+}
+
+// roundTrip sends out and reads its response head. written reports
+// whether any byte of the request reached the connection. On success
+// the response's body hands the connection back when it is closed.
+func (c *h1Conn) roundTrip(out *http.Request) (res *http.Response, written bool, err error) {
+	c.stopWatch = context.AfterFunc(out.Context(), c.abortFn)
+	before := c.wire.written
+	if err = c.writeRequest(out); err != nil {
+		c.stopWatch()
+		c.close()
+		return nil, c.wire.written > before, err
+	}
+
+	if c.headerTimer != nil {
+		c.timedOut.Store(false)
+		c.headerTimer.Reset(c.client.headerTimeout)
+	}
+	c.wire.readLimit = c.client.maxHeaderBytes
+	for {
+		res, err = http.ReadResponse(c.br, out)
+		// 1xx responses other than 101 are skipped, within one limit
+		// for all heads, as http.Transport does without a trace
+		if err != nil || res.StatusCode < 100 || res.StatusCode > 199 || res.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	if c.headerTimer != nil && !c.headerTimer.Stop() && c.timedOut.Load() {
+		err = headerTimeoutError{}
+	}
+	if err != nil {
+		if c.wire.readLimit <= 0 {
+			err = fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", c.client.maxHeaderBytes)
+		}
+		c.stopWatch()
+		c.close()
+		return nil, true, err
+	}
+	c.wire.readLimit = math.MaxInt64
+	c.body = h1Body{conn: c, body: res.Body, keepAlive: !res.Close && res.StatusCode != http.StatusSwitchingProtocols}
+	res.Body = &c.body
+	return res, true, nil
+}
+
+// h1Body is the body of a response read by the lean client. Its Close
+// hands the connection back to the pool when the body was read to the
+// end and the origin allowed keep-alive, and closes it otherwise.
+type h1Body struct {
+	conn      *h1Conn
+	body      io.ReadCloser
+	eof       bool
+	keepAlive bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+// Close never closes the body read by http.ReadResponse, which would
+// read the rest of it first.
+func (b *h1Body) Close() error {
+	c := b.conn
+	if c == nil {
+		return nil
+	}
+	b.conn = nil
+	watched := c.stopWatch()
+	if b.eof && b.keepAlive && watched && c.br.Buffered() == 0 {
+		c.client.pool.put(c)
+	} else {
+		c.close()
+	}
+	return nil
+}
+
+// writeRequest writes the request head, and a body of known small
+// length, and flushes them together. The head has the bytes
+// http.Transport writes for the same request: request line, Host,
+// User-Agent, Content-Length, then the other fields sorted by name.
+func (c *h1Conn) writeRequest(out *http.Request) error {
+	bw := c.bw
+	host, _ := outgoingHostField(out.Host) // checked by h1Client.roundTrip
+	method := out.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	writeRequestTarget(bw, out.URL)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+
+	if ua, ok := out.Header["User-Agent"]; !ok {
+		bw.WriteString("User-Agent: Go-http-client/1.1\r\n")
+	} else if len(ua) > 0 && ua[0] != "" {
+		bw.WriteString("User-Agent: ")
+		bw.WriteString(textproto.TrimString(ua[0]))
+		bw.WriteString("\r\n")
+	}
+
+	hasBody := out.Body != nil && out.ContentLength > 0
+	switch {
+	case hasBody:
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), out.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case out.Body == nil && (method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch):
+		// servers expect a length for these methods, and Go sends one
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+
+	keys := c.keys[:0]
+	for name := range out.Header {
+		switch name {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		keys = append(keys, name)
+	}
+	slices.Sort(keys)
+	for _, name := range keys {
+		for _, v := range out.Header[name] {
+			bw.WriteString(name)
+			bw.WriteString(": ")
+			bw.WriteString(textproto.TrimString(v))
+			bw.WriteString("\r\n")
+		}
+	}
+	clear(keys)
+	c.keys = keys[:0]
+	bw.WriteString("\r\n")
+
+	if hasBody {
+		if err := copyRequestBody(bw, out.Body, out.ContentLength); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// copyRequestBody copies exactly n bytes of body into bw, straight
+// into its buffer when they fit.
+func copyRequestBody(bw *bufio.Writer, body io.Reader, n int64) error {
+	if n <= int64(bw.Available()) {
+		buf := bw.AvailableBuffer()[:n]
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return err
+		}
+		_, err := bw.Write(buf)
+		return err
+	}
+	copied, err := io.CopyN(bw, body, n)
+	if err == io.EOF {
+		return fmt.Errorf("http: ContentLength=%d with Body length %d", n, copied)
+	}
+	return err
+}
+
+// outgoingHostField returns the Host field's value as Go's client
+// writes it: in punycode, without IPv6 zone, and empty when invalid.
+func outgoingHostField(host string) (string, error) {
+	host, err := httpguts.PunycodeHostPort(host)
+	if err != nil {
+		return "", err
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return "", nil
+	}
+	if strings.HasPrefix(host, "[") {
+		if i := strings.LastIndex(host, "]"); i >= 0 {
+			if j := strings.LastIndex(host[:i], "%"); j >= 0 {
+				host = host[:j] + host[i:]
+			}
+		}
+	}
+	return host, nil
+}
+
+// writeRequestTarget writes u.RequestURI() without building it.
+func writeRequestTarget(bw *bufio.Writer, u *url.URL) {
+	switch {
+	case u.Opaque == "":
+		bw.WriteString(targetPath(u))
+	case strings.HasPrefix(u.Opaque, "//"):
+		bw.WriteString(u.Scheme)
+		bw.WriteByte(':')
+		bw.WriteString(u.Opaque)
+	default:
+		bw.WriteString(u.Opaque)
+	}
+	if u.ForceQuery || u.RawQuery != "" {
+		bw.WriteByte('?')
+		bw.WriteString(u.RawQuery)
+	}
+}
+
+// targetPath returns the path of the request-target, as
+// u.RequestURI() writes it.
+func targetPath(u *url.URL) string {
+	if u.Opaque != "" {
+		return u.Opaque
+	}
+	if path := u.EscapedPath(); path != "" {
+		return path
+	}
+	return "/"
+}
+
+// hasControlByte reports whether s holds an ASCII control byte.
+func hasControlByte(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < ' ' || b == 0x7f {
+			return true
+		}
+	}
+	return false
+}
