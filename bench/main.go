@@ -20,6 +20,8 @@
 //	BENCH_CLIENT    client modes: keepalive, close (a new connection per
 //	                request, "Connection: close") (default "keepalive,close")
 //	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
+//	BENCH_GOGC      GOGC values for extra linktrack contenders run beside
+//	                a), e.g. "200,400,off" (default none)
 package main
 
 import (
@@ -45,6 +47,7 @@ type config struct {
 	origins          []string // "h1", "h2"
 	clients          []string // "keepalive", "close"
 	keep             bool
+	gogc             []string // GOGC values of extra linktrack contenders
 }
 
 // scenario is one origin kind and the contenders run against it.
@@ -121,8 +124,8 @@ func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (
 	}
 	defer s.origin.stop()
 	sc := &scenario{origin: originMode}
-	for _, c := range contenders() {
-		if cfg.only[c.key] {
+	for _, c := range contenders(cfg.gogc) {
+		if cfg.only[c.key[:1]] {
 			sc.cs = append(sc.cs, c)
 		}
 	}
@@ -208,6 +211,15 @@ func loadConfig() (config, error) {
 	cfg.origins = list("BENCH_ORIGIN", "h1,h2", "h1", "h2")
 	cfg.clients = list("BENCH_CLIENT", "keepalive,close", "keepalive", "close")
 	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
+	if v := os.Getenv("BENCH_GOGC"); v != "" {
+		for _, x := range strings.Split(v, ",") {
+			x = strings.TrimSpace(x)
+			if _, convErr := strconv.Atoi(x); convErr != nil && x != "off" && err == nil {
+				err = fmt.Errorf("BENCH_GOGC=%q: want GOGC values (numbers or off) separated by commas", v)
+			}
+			cfg.gogc = append(cfg.gogc, x)
+		}
+	}
 	return cfg, err
 }
 
