@@ -163,6 +163,9 @@ func (c *h1Client) roundTrip(out *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	ctx := out.Context()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	conn := c.pool.get()
 	if conn == nil {
 		var err error

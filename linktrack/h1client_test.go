@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -227,7 +228,7 @@ func TestLeanClientPoolIsLIFO(t *testing.T) {
 	for i := range conns {
 		client, server := net.Pipe()
 		defer server.Close()
-		conns[i] = &h1Conn{raw: client, wire: h1Wire{conn: client}}
+		conns[i] = &h1Conn{raw: client, wire: h1Wire{conn: client}, waitTimer: time.AfterFunc(time.Hour, func() {})}
 	}
 	for _, c := range conns {
 		p.put(c)
@@ -245,4 +246,41 @@ func TestLeanClientPoolIsLIFO(t *testing.T) {
 		t.Error("an empty pool returned a connection")
 	}
 	p.closeIdle()
+}
+
+// TestLeanClientLeavesWhenClientLeaves: a client that goes away while
+// the origin has not answered gets 499, and the connection to the
+// origin is closed instead of waiting for the response.
+func TestLeanClientLeavesWhenClientLeaves(t *testing.T) {
+	arrived, originGone := make(chan struct{}), make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-r.Context().Done() // the proxy closed the connection
+		close(originGone)
+	}))
+	defer origin.Close()
+	p := testOriginProxy(t, origin.URL, true)
+
+	ctx, leave := context.WithCancel(context.Background())
+	r := httptest.NewRequest(http.MethodGet, "http://link.example.com/ls/click?upn=1", nil).WithContext(ctx)
+	done := make(chan int)
+	go func() {
+		status, _ := p.forward(httptest.NewRecorder(), r, "link.example.com", "link.example.com", DefaultMaxBodySize)
+		done <- status
+	}()
+	<-arrived
+	leave()
+	select {
+	case status := <-done:
+		if status != statusClientClosedRequest {
+			t.Errorf("status %d, want %d", status, statusClientClosedRequest)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the proxy still waits for the origin after its client left")
+	}
+	select {
+	case <-originGone:
+	case <-time.After(time.Minute):
+		t.Fatal("the connection to the origin is still open after the client left")
+	}
 }

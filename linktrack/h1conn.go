@@ -15,7 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,14 +38,16 @@ type h1Conn struct {
 	reused    bool
 	idleSince time.Time
 
-	// headerTimer closes the connection when the origin sends no
-	// response head within the response header timeout
-	headerTimer *time.Timer
-	timedOut    atomic.Bool
+	// while a response head is awaited, waitTimer checks every
+	// watchInterval that the client still waits and that the response
+	// header timeout has not passed; else it closes the connection
+	waitTimer *time.Timer
+	waitMu    sync.Mutex
+	waitCtx   context.Context // nil when no head is awaited
+	waitUntil time.Time       // zero without response header timeout
+	waitCause error           // why the timer closed the connection
 
 	// per request, reused to spare allocations
-	abortFn   func()
-	stopWatch func() bool // stops the watch on the client's context
 	keys      []string
 	body      h1Body
 	peekByte  [1]byte
@@ -126,33 +128,75 @@ func (c *h1Client) dial(ctx context.Context) (*h1Conn, error) {
 	h := &h1Conn{client: c, raw: raw, wire: h1Wire{conn: conn, readLimit: math.MaxInt64}}
 	h.br = bufio.NewReaderSize(&h.wire, c.readBufferSize)
 	h.bw = bufio.NewWriterSize(&h.wire, c.writeBufferSize)
-	h.abortFn = h.abort
 	h.peekFn = h.peek
 	if sc, ok := raw.(syscall.Conn); ok {
 		h.sys, _ = sc.SyscallConn()
 	}
-	if c.headerTimeout > 0 {
-		h.headerTimer = time.AfterFunc(c.headerTimeout, h.headerTimeout)
-		h.headerTimer.Stop()
-	}
+	h.waitTimer = time.AfterFunc(watchInterval, h.checkWait)
+	h.waitTimer.Stop()
 	return h, nil
 }
 
-// abort closes the connection under a request whose client went away.
-func (c *h1Conn) abort() { c.raw.Close() }
+// watchInterval is how often the lean client checks, while it awaits a
+// response head, that the client is still there: a client that went
+// away is noticed within it, without a goroutine or an allocation per
+// request. While a body streams, a client that went away is noticed at
+// the next write to it.
+const watchInterval = 250 * time.Millisecond
 
-// headerTimeout closes the connection under a request whose response
-// head is late.
-func (c *h1Conn) headerTimeout() {
-	c.timedOut.Store(true)
-	c.raw.Close()
+// awaitHead starts watching the client's context and the response
+// header timeout, until headArrived.
+func (c *h1Conn) awaitHead(ctx context.Context) {
+	first := watchInterval
+	c.waitMu.Lock()
+	c.waitCtx, c.waitCause, c.waitUntil = ctx, nil, time.Time{}
+	if t := c.client.headerTimeout; t > 0 {
+		c.waitUntil = time.Now().Add(t)
+		first = min(first, t)
+	}
+	c.waitMu.Unlock()
+	c.waitTimer.Reset(first)
+}
+
+// headArrived stops the watch, and returns why the watch closed the
+// connection, if it did.
+func (c *h1Conn) headArrived() error {
+	c.waitTimer.Stop()
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	c.waitCtx = nil
+	return c.waitCause
+}
+
+// checkWait runs on waitTimer: it closes the connection when the client
+// went away or the head is late, and checks again later otherwise.
+func (c *h1Conn) checkWait() {
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	if c.waitCtx == nil {
+		return // the head arrived
+	}
+	if err := c.waitCtx.Err(); err != nil {
+		c.waitCause = err
+		c.raw.Close()
+		return
+	}
+	next := watchInterval
+	if !c.waitUntil.IsZero() {
+		left := time.Until(c.waitUntil)
+		if left <= 0 {
+			c.waitCause = headerTimeoutError{}
+			c.raw.Close()
+			return
+		}
+		next = min(next, left)
+	}
+	c.waitTimer.Reset(next)
 }
 
 // close closes the connection, telling a TLS origin first.
 func (c *h1Conn) close() {
-	if c.headerTimer != nil {
-		c.headerTimer.Stop()
-	}
+	c.waitTimer.Stop()
 	c.wire.conn.Close()
 }
 
@@ -160,18 +204,13 @@ func (c *h1Conn) close() {
 // whether any byte of the request reached the connection. On success
 // the response's body hands the connection back when it is closed.
 func (c *h1Conn) roundTrip(out *http.Request) (res *http.Response, written bool, err error) {
-	c.stopWatch = context.AfterFunc(out.Context(), c.abortFn)
 	before := c.wire.written
 	if err = c.writeRequest(out); err != nil {
-		c.stopWatch()
 		c.close()
 		return nil, c.wire.written > before, err
 	}
 
-	if c.headerTimer != nil {
-		c.timedOut.Store(false)
-		c.headerTimer.Reset(c.client.headerTimeout)
-	}
+	c.awaitHead(out.Context())
 	c.wire.readLimit = c.client.maxHeaderBytes
 	for {
 		res, err = http.ReadResponse(c.br, out)
@@ -181,14 +220,14 @@ func (c *h1Conn) roundTrip(out *http.Request) (res *http.Response, written bool,
 			break
 		}
 	}
-	if c.headerTimer != nil && !c.headerTimer.Stop() && c.timedOut.Load() {
-		err = headerTimeoutError{}
+	if cause := c.headArrived(); cause != nil {
+		// the watch closed the connection
+		res, err = nil, cause
 	}
 	if err != nil {
 		if c.wire.readLimit <= 0 {
 			err = fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", c.client.maxHeaderBytes)
 		}
-		c.stopWatch()
 		c.close()
 		return nil, true, err
 	}
@@ -224,8 +263,7 @@ func (b *h1Body) Close() error {
 		return nil
 	}
 	b.conn = nil
-	watched := c.stopWatch()
-	if b.eof && b.keepAlive && watched && c.br.Buffered() == 0 {
+	if b.eof && b.keepAlive && c.br.Buffered() == 0 {
 		c.client.pool.put(c)
 	} else {
 		c.close()
