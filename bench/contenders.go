@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // setup is what every contender needs: certificates, the origin's port,
@@ -39,7 +40,11 @@ func contenders(gogc []string) []*contender {
 		{key: "a", name: "linktrack", start: startLinktrack},
 	}
 	for _, v := range gogc {
-		cs = append(cs, &contender{key: "a" + v, name: "linktrack, GOGC=" + v, start: startLinktrackGOGC(v)})
+		name := "linktrack, GOGC=" + v
+		if gogc, limit, ok := strings.Cut(v, "@"); ok {
+			name = "linktrack, GOGC=" + gogc + " GOMEMLIMIT=" + limit
+		}
+		cs = append(cs, &contender{key: "a" + v, name: name, start: startLinktrackGOGC(v)})
 	}
 	return append(cs,
 		&contender{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
@@ -83,10 +88,16 @@ func startLinktrack(s *setup, port int) (*proc, error) {
 	return startCaddy(s, "a", s.caddyBin, linktrackSite, port)
 }
 
-// startLinktrackGOGC starts linktrack as a) is, with GOGC set to value.
+// startLinktrackGOGC starts linktrack as a) is, with GOGC set to value,
+// and GOMEMLIMIT too when value is "<gogc>@<limit>", e.g. "off@512MiB".
 func startLinktrackGOGC(value string) func(s *setup, port int) (*proc, error) {
+	gogc, limit, _ := strings.Cut(value, "@")
+	env := []string{"GOGC=" + gogc}
+	if limit != "" {
+		env = append(env, "GOMEMLIMIT="+limit)
+	}
 	return func(s *setup, port int) (*proc, error) {
-		return startCaddy(s, "a"+value, s.caddyBin, linktrackSite, port, "GOGC="+value)
+		return startCaddy(s, "a"+value, s.caddyBin, linktrackSite, port, env...)
 	}
 }
 

@@ -21,7 +21,8 @@
 //	                request, "Connection: close") (default "keepalive,close")
 //	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
 //	BENCH_GOGC      GOGC values for extra linktrack contenders run beside
-//	                a), e.g. "200,400,off" (default none)
+//	                a), each optionally with @GOMEMLIMIT, e.g.
+//	                "200,400,off@512MiB" (default none)
 package main
 
 import (
@@ -214,8 +215,9 @@ func loadConfig() (config, error) {
 	if v := os.Getenv("BENCH_GOGC"); v != "" {
 		for _, x := range strings.Split(v, ",") {
 			x = strings.TrimSpace(x)
-			if _, convErr := strconv.Atoi(x); convErr != nil && x != "off" && err == nil {
-				err = fmt.Errorf("BENCH_GOGC=%q: want GOGC values (numbers or off) separated by commas", v)
+			gogc, _, _ := strings.Cut(x, "@")
+			if _, convErr := strconv.Atoi(gogc); convErr != nil && gogc != "off" && err == nil {
+				err = fmt.Errorf("BENCH_GOGC=%q: want GOGC values (a number or off, optionally @GOMEMLIMIT) separated by commas", v)
 			}
 			cfg.gogc = append(cfg.gogc, x)
 		}
