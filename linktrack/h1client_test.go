@@ -252,13 +252,17 @@ func TestLeanClientPoolIsLIFO(t *testing.T) {
 // the origin has not answered gets 499, and the connection to the
 // origin is closed instead of waiting for the response.
 func TestLeanClientLeavesWhenClientLeaves(t *testing.T) {
-	arrived, originGone := make(chan struct{}), make(chan struct{})
+	arrived, originGone, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(arrived)
-		<-r.Context().Done() // the proxy closed the connection
-		close(originGone)
+		select {
+		case <-r.Context().Done(): // the proxy closed the connection
+			close(originGone)
+		case <-release: // the test failed
+		}
 	}))
 	defer origin.Close()
+	defer close(release)
 	p := testOriginProxy(t, origin.URL, true)
 
 	ctx, leave := context.WithCancel(context.Background())
