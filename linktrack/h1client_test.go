@@ -3,6 +3,7 @@ package linktrack
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -286,5 +287,65 @@ func TestLeanClientLeavesWhenClientLeaves(t *testing.T) {
 	case <-originGone:
 	case <-time.After(time.Minute):
 		t.Fatal("the connection to the origin is still open after the client left")
+	}
+}
+
+// TestLeanClientConcurrentClicks: clicks from many goroutines over TLS
+// share the pool; each reaches the origin once and gets its own answer.
+func TestLeanClientConcurrentClicks(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.RawQuery]++
+		mu.Unlock()
+		w.Header().Set("Location", "https://shop.example.com/?"+r.URL.RawQuery)
+		w.WriteHeader(http.StatusFound)
+		io.WriteString(w, "moved\n")
+	}))
+	origin.EnableHTTP2 = false
+	origin.StartTLS()
+	defer origin.Close()
+	p := testOriginProxy(t, origin.URL, false)
+	p.transport.Transport.TLSClientConfig = origin.Client().Transport.(*http.Transport).TLSClientConfig
+	u, _ := url.Parse(origin.URL)
+	var reason string
+	if p.client, reason = newH1Client(u, p.transport); p.client == nil {
+		t.Fatalf("no lean client: %s", reason)
+	}
+	defer p.client.closeIdle()
+
+	const workers, clicks = 8, 40
+	var wg sync.WaitGroup
+	errs := make(chan string, workers*clicks)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range clicks {
+				q := "w=" + strconv.Itoa(w) + "&i=" + strconv.Itoa(i)
+				r := httptest.NewRequest(http.MethodGet, "https://link.example.com/c?"+q, nil)
+				rec := httptest.NewRecorder()
+				status, err := p.forward(rec, r, "link.example.com", "link.example.com", DefaultMaxBodySize)
+				if status != http.StatusFound || rec.Header().Get("Location") != "https://shop.example.com/?"+q || rec.Body.String() != "moved\n" {
+					errs <- q + ": status " + strconv.Itoa(status) + ", Location " + rec.Header().Get("Location") + ", error " + fmt.Sprint(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != workers*clicks {
+		t.Errorf("origin saw %d distinct clicks, want %d", len(seen), workers*clicks)
+	}
+	for q, n := range seen {
+		if n != 1 {
+			t.Errorf("click %s reached the origin %d times", q, n)
+		}
 	}
 }
