@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // setup is what every contender needs: certificates, the origin's port,
@@ -32,14 +33,25 @@ type contender struct {
 	rounds []roundResult
 }
 
-func contenders() []*contender {
-	return []*contender{
+// contenders returns the five contenders, plus linktrack once more for
+// each GOGC value in gogc, keyed "a<value>", run when a) is.
+func contenders(gogc []string) []*contender {
+	cs := []*contender{
 		{key: "a", name: "linktrack", start: startLinktrack},
-		{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
-		{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
-		{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
-		{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor},
 	}
+	for _, v := range gogc {
+		name := "linktrack, GOGC=" + v
+		if gogc, limit, ok := strings.Cut(v, "@"); ok {
+			name = "linktrack, GOGC=" + gogc + " GOMEMLIMIT=" + limit
+		}
+		cs = append(cs, &contender{key: "a" + v, name: name, start: startLinktrackGOGC(v)})
+	}
+	return append(cs,
+		&contender{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
+		&contender{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
+		&contender{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
+		&contender{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor},
+	)
 }
 
 // caddyGlobal is the global options block shared by contenders a and b.
@@ -76,13 +88,26 @@ func startLinktrack(s *setup, port int) (*proc, error) {
 	return startCaddy(s, "a", s.caddyBin, linktrackSite, port)
 }
 
+// startLinktrackGOGC starts linktrack as a) is, with GOGC set to value,
+// and GOMEMLIMIT too when value is "<gogc>@<limit>", e.g. "off@512MiB".
+func startLinktrackGOGC(value string) func(s *setup, port int) (*proc, error) {
+	gogc, limit, _ := strings.Cut(value, "@")
+	env := []string{"GOGC=" + gogc}
+	if limit != "" {
+		env = append(env, "GOMEMLIMIT="+limit)
+	}
+	return func(s *setup, port int) (*proc, error) {
+		return startCaddy(s, "a"+value, s.caddyBin, linktrackSite, port, env...)
+	}
+}
+
 func startStockCaddy(s *setup, port int) (*proc, error) {
 	return startCaddy(s, "b", s.caddyBin, stockSite, port)
 }
 
 // startCaddy writes <dir>/<key>.Caddyfile and runs `caddy run` on it, with
 // Caddy's data and config directories inside the scratch directory.
-func startCaddy(s *setup, key, bin, site string, port int) (*proc, error) {
+func startCaddy(s *setup, key, bin, site string, port int, extraEnv ...string) (*proc, error) {
 	cfg := caddyGlobal + "\n" + fmt.Sprintf(site, trackingHost, port, s.cert, s.key, s.originPort, s.ca)
 	key += "-" + s.originMode
 	path := filepath.Join(s.dir, key+".Caddyfile")
@@ -93,6 +118,7 @@ func startCaddy(s *setup, key, bin, site string, port int) (*proc, error) {
 		"XDG_DATA_HOME=" + filepath.Join(s.dir, key+"-data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(s.dir, key+"-config"),
 	}
+	env = append(env, extraEnv...)
 	return startProc("caddy ("+key+")", filepath.Join(s.dir, key+".log"), env,
 		bin, "run", "--config", path, "--adapter", "caddyfile")
 }

@@ -20,6 +20,9 @@
 //	BENCH_CLIENT    client modes: keepalive, close (a new connection per
 //	                request, "Connection: close") (default "keepalive,close")
 //	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
+//	BENCH_GOGC      GOGC values for extra linktrack contenders run beside
+//	                a), each optionally with @GOMEMLIMIT, e.g.
+//	                "200,400,off@512MiB" (default none)
 package main
 
 import (
@@ -45,6 +48,7 @@ type config struct {
 	origins          []string // "h1", "h2"
 	clients          []string // "keepalive", "close"
 	keep             bool
+	gogc             []string // GOGC values of extra linktrack contenders
 }
 
 // scenario is one origin kind and the contenders run against it.
@@ -121,8 +125,8 @@ func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (
 	}
 	defer s.origin.stop()
 	sc := &scenario{origin: originMode}
-	for _, c := range contenders() {
-		if cfg.only[c.key] {
+	for _, c := range contenders(cfg.gogc) {
+		if cfg.only[c.key[:1]] {
 			sc.cs = append(sc.cs, c)
 		}
 	}
@@ -208,6 +212,16 @@ func loadConfig() (config, error) {
 	cfg.origins = list("BENCH_ORIGIN", "h1,h2", "h1", "h2")
 	cfg.clients = list("BENCH_CLIENT", "keepalive,close", "keepalive", "close")
 	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
+	if v := os.Getenv("BENCH_GOGC"); v != "" {
+		for _, x := range strings.Split(v, ",") {
+			x = strings.TrimSpace(x)
+			gogc, _, _ := strings.Cut(x, "@")
+			if _, convErr := strconv.Atoi(gogc); convErr != nil && gogc != "off" && err == nil {
+				err = fmt.Errorf("BENCH_GOGC=%q: want GOGC values (a number or off, optionally @GOMEMLIMIT) separated by commas", v)
+			}
+			cfg.gogc = append(cfg.gogc, x)
+		}
+	}
 	return cfg, err
 }
 

@@ -97,6 +97,10 @@ func TestSystemdUnit(t *testing.T) {
 	if unit.value("Service", "LimitNOFILE") == "" {
 		t.Error("[Service] LimitNOFILE is not set")
 	}
+	// the GOGC that README "Benchmark" measured
+	if env := strings.Fields(unit.value("Service", "Environment")); !slices.Contains(env, "GOGC=400") {
+		t.Errorf("[Service] Environment=%q lacks GOGC=400", strings.Join(env, " "))
+	}
 
 	start := strings.Fields(unit.value("Service", "ExecStart"))
 	if len(start) != 5 || filepath.Base(start[0]) != "caddy" || !filepath.IsAbs(start[0]) ||

@@ -74,10 +74,18 @@ func benchRequest() *http.Request {
 }
 
 // BenchmarkForward drives the handler, one click at a time, through a
-// real loopback TLS origin. Its allocs/op include the origin server's and
-// the transport's, which BenchmarkOriginAlone measures without linktrack:
-// the difference is linktrack's own per-click allocations.
-func BenchmarkForward(b *testing.B) {
+// real loopback TLS origin with linktrack's lean client, as linktrack
+// sends by default. Its allocs/op include the origin server's, which
+// BenchmarkOriginAlone measures with the bare http.Transport:
+// BenchmarkForwardTransport is the handler on that transport.
+func BenchmarkForward(b *testing.B) { benchmarkForward(b, true) }
+
+// BenchmarkForwardTransport drives the handler through http.Transport,
+// as it sends when the transport has an option the lean client does
+// not implement.
+func BenchmarkForwardTransport(b *testing.B) { benchmarkForward(b, false) }
+
+func benchmarkForward(b *testing.B, lean bool) {
 	originURL, transport := benchOrigin(b)
 	metrics, err := newProxyMetrics(prometheus.NewRegistry(), "upstream", "")
 	if err != nil {
@@ -93,6 +101,13 @@ func BenchmarkForward(b *testing.B) {
 		guardReplay: true,
 		http1Only:   true,
 	}}
+	if lean {
+		var reason string
+		if h.proxy.client, reason = newH1Client(originURL, h.proxy.transport); h.proxy.client == nil {
+			b.Fatalf("no lean client: %s", reason)
+		}
+		b.Cleanup(h.proxy.client.closeIdle)
+	}
 	template := benchRequest()
 	w := &benchWriter{header: make(http.Header)}
 	b.ReportAllocs()

@@ -44,7 +44,9 @@ type noReplayRig struct {
 	hangUp   atomic.Bool // the origin closes the connection after reading a request
 }
 
-func newNoReplayRig(t *testing.T) *noReplayRig {
+// newNoReplayRig returns the rig; with lean, the proxy sends through
+// linktrack's lean client built from the same transport.
+func newNoReplayRig(t *testing.T, lean bool) *noReplayRig {
 	t.Helper()
 	rig := new(noReplayRig)
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -61,6 +63,7 @@ func newNoReplayRig(t *testing.T) *noReplayRig {
 	t.Cleanup(origin.Close)
 
 	transport := &http.Transport{
+		DisableCompression: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			conn, err := d.DialContext(ctx, network, addr)
@@ -90,8 +93,21 @@ func newNoReplayRig(t *testing.T) *noReplayRig {
 		guardReplay: true,
 		http1Only:   true,
 	}
+	if lean {
+		var reason string
+		if rig.proxy.client, reason = newH1Client(originURL, rig.proxy.transport); rig.proxy.client == nil {
+			t.Fatalf("no lean client: %s", reason)
+		}
+		t.Cleanup(rig.proxy.client.closeIdle)
+	}
 	return rig
 }
+
+// clients names the two ways a proxy sends to the origin.
+var clients = []struct {
+	name string
+	lean bool
+}{{"transport", false}, {"lean", true}}
 
 // click forwards one request and returns the status the client got.
 func (rig *noReplayRig) click(t *testing.T, method string) int {
@@ -109,44 +125,56 @@ func (rig *noReplayRig) connCount() int {
 }
 
 func TestRequestNotWrittenIsSentOnceMore(t *testing.T) {
-	for _, method := range []string{http.MethodGet, http.MethodHead} {
-		t.Run(method, func(t *testing.T) {
-			rig := newNoReplayRig(t)
-			if status := rig.click(t, method); status != http.StatusFound {
-				t.Fatalf("first click: status %d", status)
-			}
-			rig.mu.Lock()
-			rig.conns[0].dead.Store(true) // the idle connection dies
-			rig.mu.Unlock()
+	for _, client := range clients {
+		for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
+			t.Run(client.name+"/"+method, func(t *testing.T) {
+				testRequestNotWrittenIsSentOnceMore(t, client.lean, method)
+			})
+		}
+	}
+}
 
-			if status := rig.click(t, method); status != http.StatusFound {
-				t.Errorf("click on a dead connection: status %d, want 302 from a new connection", status)
-			}
-			if n := rig.received.Load(); n != 2 {
-				t.Errorf("origin received %d requests, want 2: each click once", n)
-			}
-			if n := rig.connCount(); n != 2 {
-				t.Errorf("%d connections dialed, want 2", n)
-			}
-		})
+func testRequestNotWrittenIsSentOnceMore(t *testing.T, lean bool, method string) {
+	rig := newNoReplayRig(t, lean)
+	if status := rig.click(t, method); status != http.StatusFound {
+		t.Fatalf("first click: status %d", status)
+	}
+	rig.mu.Lock()
+	rig.conns[0].dead.Store(true) // the idle connection dies
+	rig.mu.Unlock()
+
+	if status := rig.click(t, method); status != http.StatusFound {
+		t.Errorf("click on a dead connection: status %d, want 302 from a new connection", status)
+	}
+	if n := rig.received.Load(); n != 2 {
+		t.Errorf("origin received %d requests, want 2: each click once", n)
+	}
+	if n := rig.connCount(); n != 2 {
+		t.Errorf("%d connections dialed, want 2", n)
 	}
 }
 
 func TestRequestWrittenIsNotSentAgain(t *testing.T) {
-	for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
-		t.Run(method, func(t *testing.T) {
-			rig := newNoReplayRig(t)
-			if status := rig.click(t, method); status != http.StatusFound {
-				t.Fatalf("first click: status %d", status)
-			}
-			rig.hangUp.Store(true)
-			if status := rig.click(t, method); status != http.StatusBadGateway {
-				t.Errorf("status %d, want 502", status)
-			}
-			if n := rig.received.Load(); n != 2 {
-				t.Errorf("origin received %d requests, want 2: the second click was sent again", n)
-			}
-		})
+	for _, client := range clients {
+		for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPost} {
+			t.Run(client.name+"/"+method, func(t *testing.T) {
+				testRequestWrittenIsNotSentAgain(t, client.lean, method)
+			})
+		}
+	}
+}
+
+func testRequestWrittenIsNotSentAgain(t *testing.T, lean bool, method string) {
+	rig := newNoReplayRig(t, lean)
+	if status := rig.click(t, method); status != http.StatusFound {
+		t.Fatalf("first click: status %d", status)
+	}
+	rig.hangUp.Store(true)
+	if status := rig.click(t, method); status != http.StatusBadGateway {
+		t.Errorf("status %d, want 502", status)
+	}
+	if n := rig.received.Load(); n != 2 {
+		t.Errorf("origin received %d requests, want 2: the second click was sent again", n)
 	}
 }
 

@@ -32,6 +32,11 @@ type originProxy struct {
 	// http1Only when it speaks nothing else, so that a request that
 	// never reached a connection may be sent once more.
 	guardReplay, http1Only bool
+
+	// client sends the requests it can when the transport speaks
+	// HTTP/1.x only; nil when the transport has an option it does not
+	// implement (see h1client.go)
+	client *h1Client
 }
 
 // newOriginProxy loads Caddy's http transport for the origin, with
@@ -55,7 +60,19 @@ func newOriginProxy(ctx caddy.Context, origin *url.URL, provider, region string,
 		return nil, fmt.Errorf("registering metrics: %v", err)
 	}
 	guardReplay, http1Only := httpVersions(transport.Versions)
+	loaded := mod.(*reverseproxy.HTTPTransport)
+	var client *h1Client
+	if http1Only {
+		var reason string
+		if client, reason = newH1Client(origin, loaded); client != nil {
+			ctx.OnCancel(client.closeIdle)
+		} else {
+			ctx.Logger().Debug("origin requests take the standard HTTP client",
+				zap.String("origin", origin.String()), zap.String("because", reason))
+		}
+	}
 	return &originProxy{
+		client:      client,
 		guardReplay: guardReplay,
 		http1Only:   http1Only,
 		providerVar: provider,
@@ -63,7 +80,7 @@ func newOriginProxy(ctx caddy.Context, origin *url.URL, provider, region string,
 		originVar:   origin.String(),
 		metrics:     metrics,
 		url:         origin,
-		transport:   mod.(*reverseproxy.HTTPTransport),
+		transport:   loaded,
 		bufPool: &sync.Pool{New: func() any {
 			b := make([]byte, 32*1024)
 			return &b
@@ -161,10 +178,16 @@ func (p *originProxy) setVars(r *http.Request, tenant string) {
 func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) (int, error) {
 	start := time.Now()
 	out := p.outgoingRequest(w, r, host, maxBodySize)
-	res, err := p.transport.RoundTrip(out)
-	if err != nil && p.http1Only && sendOnceMore(out, err) {
-		out.Body = new(unsentBody)
+	var res *http.Response
+	var err error
+	if p.client != nil && p.client.sends(out) {
+		res, err = p.client.roundTrip(out)
+	} else {
 		res, err = p.transport.RoundTrip(out)
+		if err != nil && p.http1Only && sendOnceMore(out, err) {
+			out.Body = new(unsentBody)
+			res, err = p.transport.RoundTrip(out)
+		}
 	}
 	if err != nil {
 		if body, ok := out.Body.(*clientBody); ok && body.err != nil {
