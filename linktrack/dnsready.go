@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,13 +15,12 @@ import (
 
 // DefaultDNSCheckInterval is the first delay before a tenant awaiting
 // DNS is checked again; the delay doubles at each check, up to
-// maxDNSCheckDelay.
+// maxCheckDelay.
 const DefaultDNSCheckInterval = time.Minute
 
 const (
-	maxDNSCheckDelay = time.Hour
-	dnsCheckWorkers  = 8               // DNS readiness checks run at once
-	dnsCheckTimeout  = 5 * time.Second // per question and server
+	dnsCheckWorkers = 8               // DNS readiness checks run at once
+	dnsCheckTimeout = 5 * time.Second // per question and server
 )
 
 // dnsReadiness is what a DNS readiness check of a tenant's domain saw:
@@ -105,7 +103,6 @@ func (t dnsTargets) reaches(cnames, addrs []string) bool {
 type dnsGate struct {
 	targets  dnsTargets
 	resolver dnsResolver
-	first    time.Duration
 	logger   *zap.Logger
 	ready    func(name string) // wakes a ready tenant's order
 	// gives up on a tenant that stays not ready; nil never does
@@ -115,32 +112,16 @@ type dnsGate struct {
 	awaiting func(name string, cause error)
 	stalled  func(name string, st stalledState)
 
-	mu      sync.Mutex
-	tenants map[string]*dnsWait
-	queued  map[string]bool // queued or being checked
-	queue   []string
-	signal  chan struct{}
-	stopped bool
-}
-
-// dnsWait is a tenant's DNS readiness as last checked.
-type dnsWait struct {
-	last  *dnsReadiness // nil until a check ends
-	delay time.Duration // before the next check
-	next  time.Time
-	timer *time.Timer
+	checks *checkQueue[dnsReadiness] // each tenant's readiness as last checked
 }
 
 func newDNSGate(targets dnsTargets, resolver dnsResolver, first time.Duration, logger *zap.Logger, ready func(string)) *dnsGate {
 	return &dnsGate{
 		targets:  targets,
 		resolver: resolver,
-		first:    first,
 		logger:   logger,
 		ready:    ready,
-		tenants:  make(map[string]*dnsWait),
-		queued:   make(map[string]bool),
-		signal:   make(chan struct{}, 1),
+		checks:   newCheckQueue[dnsReadiness](first),
 	}
 }
 
@@ -149,97 +130,35 @@ func newDNSGate(targets dnsTargets, resolver dnsResolver, first time.Duration, l
 // checked, or changed in the registry (changed), and reports false; the
 // check wakes the order when it finds the tenant ready.
 func (g *dnsGate) admit(name string, changed bool) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	w, ok := g.tenants[name]
-	if ok && w.last != nil && w.last.Ready {
-		return true
-	}
-	if _, stalled := g.stalls.isStalled(name); stalled {
-		return false // no more checks until it is revived
-	}
-	if !ok || changed {
-		g.enqueueLocked(name)
-	}
-	return false
+	admitted := false
+	g.checks.lookup(name, func(w *checkWait[dnsReadiness]) {
+		if w != nil && w.last != nil && w.last.Ready {
+			admitted = true
+			return
+		}
+		if _, stalled := g.stalls.isStalled(name); stalled {
+			return // no more checks until it is revived
+		}
+		if w == nil || changed {
+			g.checks.enqueueLocked(name)
+		}
+	})
+	return admitted
 }
 
 // report queues a check of a tenant whose certificate is being renewed:
 // a renewal is not held back, but a domain that no longer reaches the
 // edge is logged.
 func (g *dnsGate) report(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.enqueueLocked(name)
-}
-
-// enqueue queues a check of name, unless one is queued or running.
-func (g *dnsGate) enqueue(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.enqueueLocked(name)
-}
-
-func (g *dnsGate) enqueueLocked(name string) {
-	if g.stopped || g.queued[name] {
-		return
-	}
-	g.queued[name] = true
-	g.queue = append(g.queue, name)
-	select {
-	case g.signal <- struct{}{}:
-	default:
-	}
+	g.checks.enqueue(name)
 }
 
 // run checks queued tenants, dnsCheckWorkers at once, until stop is
 // closed; then it stops every timer.
 func (g *dnsGate) run(ctx context.Context, stop <-chan struct{}, known func(string) bool) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var workers sync.WaitGroup
-	for range dnsCheckWorkers {
-		workers.Go(func() {
-			for {
-				name, ok := g.pop(stop)
-				if !ok {
-					return
-				}
-				g.record(name, g.check(ctx, name), known(name), "")
-			}
-		})
-	}
-	<-stop
-	cancel()
-	g.close()
-	workers.Wait()
-}
-
-// pop takes the next queued name, waiting for one until stop closes.
-func (g *dnsGate) pop(stop <-chan struct{}) (string, bool) {
-	for {
-		g.mu.Lock()
-		if len(g.queue) > 0 {
-			name := g.queue[0]
-			g.queue[0] = ""
-			g.queue = g.queue[1:]
-			more := len(g.queue) > 0
-			g.mu.Unlock()
-			if more { // wake another worker
-				select {
-				case g.signal <- struct{}{}:
-				default:
-				}
-			}
-			return name, true
-		}
-		g.mu.Unlock()
-		select {
-		case <-stop:
-			return "", false
-		case <-g.signal:
-		}
-	}
+	g.checks.run(ctx, stop, dnsCheckWorkers, func(ctx context.Context, name string) {
+		g.record(name, g.check(ctx, name), known(name), "")
+	})
 }
 
 // check resolves name and tells whether it reaches the edge.
@@ -275,11 +194,11 @@ func (g *dnsGate) check(ctx context.Context, name string) dnsReadiness {
 // would, with the delay back at its first value, and returns it.
 func (g *dnsGate) checkNow(ctx context.Context, name string, known bool) dnsReadiness {
 	r := g.check(ctx, name)
-	g.mu.Lock()
-	if w, ok := g.tenants[name]; ok {
-		w.delay = 0
-	}
-	g.mu.Unlock()
+	g.checks.lookup(name, func(w *checkWait[dnsReadiness]) {
+		if w != nil {
+			w.delay = 0
+		}
+	})
 	return g.record(name, r, known, "check_now")
 }
 
@@ -296,41 +215,28 @@ func (g *dnsGate) record(name string, r dnsReadiness, known bool, cause string) 
 			stalled, newlyStalled = &st, now
 		}
 	}
-	g.mu.Lock()
-	delete(g.queued, name)
-	if g.stopped {
-		g.mu.Unlock()
+	first := false
+	if !g.checks.finish(name, func(w *checkWait[dnsReadiness]) {
+		first = w.last == nil || w.last.Ready != r.Ready
+		switch {
+		case stalled != nil:
+			w.delay = 0
+		case !r.Ready && !known:
+			wait := g.checks.backoffLocked(w)
+			if _, giveUpAt := g.stalls.tried(name, r.CheckedAt); !giveUpAt.IsZero() {
+				// the check that gives up comes on time
+				wait = max(min(wait, giveUpAt.Sub(r.CheckedAt)), 0)
+			}
+			next := r.CheckedAt.Add(wait)
+			r.NextCheck = &next
+			g.checks.scheduleLocked(name, w, next, time.Until(next))
+		default:
+			w.delay = 0
+		}
+		w.last = &r
+	}) {
 		return r
 	}
-	w, ok := g.tenants[name]
-	if !ok {
-		w = new(dnsWait)
-		g.tenants[name] = w
-	}
-	first := w.last == nil || w.last.Ready != r.Ready
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
-	}
-	switch {
-	case stalled != nil:
-		w.delay = 0
-	case !r.Ready && !known:
-		w.delay = min(max(2*w.delay, g.first), max(maxDNSCheckDelay, g.first))
-		wait := w.delay
-		if _, giveUpAt := g.stalls.tried(name, r.CheckedAt); !giveUpAt.IsZero() {
-			// the check that gives up comes on time
-			wait = max(min(wait, giveUpAt.Sub(r.CheckedAt)), 0)
-		}
-		w.next = r.CheckedAt.Add(wait)
-		next := w.next
-		r.NextCheck = &next
-		w.timer = time.AfterFunc(time.Until(next), func() { g.enqueue(name) })
-	default:
-		w.delay = 0
-	}
-	w.last = &r
-	g.mu.Unlock()
 
 	fields := []zap.Field{zap.String("domain", name), zap.Bool("ready", r.Ready),
 		zap.Strings("records_seen", r.RecordsSeen), zap.Strings("records_expected", r.RecordsExpected)}
@@ -384,34 +290,17 @@ func (r dnsReadiness) summary() string {
 // queues that check unless the caller runs it (check false). Until that
 // check ends, admit neither admits nor queues it.
 func (g *dnsGate) revive(name string, check bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	w, ok := g.tenants[name]
-	if !ok {
-		w = new(dnsWait)
-		g.tenants[name] = w
-	}
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
-	}
-	w.last, w.delay = nil, 0
-	if check {
-		g.enqueueLocked(name)
-	}
+	g.checks.restart(name, check)
 }
 
 // status returns what is known of name's readiness: its last check,
 // if one ended, and whether it is ready.
 func (g *dnsGate) status(name string) (*dnsReadiness, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	w, ok := g.tenants[name]
-	if !ok || w.last == nil {
+	r := g.checks.last(name)
+	if r == nil {
 		return nil, false
 	}
-	r := *w.last
-	return &r, r.Ready
+	return r, r.Ready
 }
 
 // isReady reports whether name's last check found it ready.
@@ -424,23 +313,16 @@ func (g *dnsGate) isReady(name string) bool {
 // its DNS is checked again before the next order, when its cooldown
 // ends.
 func (g *dnsGate) unready(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if w, ok := g.tenants[name]; ok && w.last != nil && w.last.Ready {
-		delete(g.tenants, name)
-	}
+	g.checks.lookup(name, func(w *checkWait[dnsReadiness]) {
+		if w != nil && w.last != nil && w.last.Ready {
+			g.checks.forgetLocked(name)
+		}
+	})
 }
 
 // forget drops a removed tenant.
 func (g *dnsGate) forget(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if w, ok := g.tenants[name]; ok {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-		delete(g.tenants, name)
-	}
+	g.checks.forget(name)
 }
 
 // inherit takes over the checks of the gate of the config this one
@@ -451,34 +333,12 @@ func (g *dnsGate) inherit(prev *dnsGate, keep func(string) bool) {
 	if !slices.Equal(g.targets.expected, prev.targets.expected) {
 		return
 	}
-	prev.mu.Lock()
-	defer prev.mu.Unlock()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := time.Now()
-	for name, w := range prev.tenants {
-		if w.last == nil || !keep(name) {
-			continue
-		}
-		kept := &dnsWait{last: w.last, delay: w.delay, next: w.next}
-		if w.timer != nil {
-			kept.timer = time.AfterFunc(max(w.next.Sub(now), 0), func() { g.enqueue(name) })
-		}
-		g.tenants[name] = kept
-	}
+	g.checks.inherit(prev.checks, keep)
 }
 
 // close stops every timer; nothing is queued after it.
 func (g *dnsGate) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopped = true
-	for _, w := range g.tenants {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-	}
-	g.queue = nil
+	g.checks.close()
 }
 
 // newAppDNSGate sets up the gate of dns_targets, or returns nil when

@@ -139,12 +139,12 @@ func TestDNSGateCheck(t *testing.T) {
 	if g.admit("link.b.test", false) {
 		t.Fatal("a tenant never checked was admitted")
 	}
-	if !g.queued["link.b.test"] || len(g.queue) != 1 {
-		t.Fatalf("a tenant never checked was not queued: %q", g.queue)
+	if !g.checks.queued["link.b.test"] || len(g.checks.queue) != 1 {
+		t.Fatalf("a tenant never checked was not queued: %q", g.checks.queue)
 	}
 	g.admit("link.b.test", true)
-	if len(g.queue) != 1 {
-		t.Errorf("a tenant queued twice: %q", g.queue)
+	if len(g.checks.queue) != 1 {
+		t.Errorf("a tenant queued twice: %q", g.checks.queue)
 	}
 	var delays []time.Duration
 	for range 5 {
@@ -178,7 +178,7 @@ func TestDNSGateCheck(t *testing.T) {
 		t.Errorf("a renewal's check: %+v, woken %q", r, woken)
 	}
 	g.forget("link.b.test")
-	if _, ok := g.tenants["link.b.test"]; ok {
+	if _, ok := g.checks.waits["link.b.test"]; ok {
 		t.Error("a removed tenant was kept")
 	}
 }
@@ -197,16 +197,16 @@ func TestDNSGateInherit(t *testing.T) {
 	defer next.close()
 	next.inherit(prev, func(name string) bool { return name != "removed.test" })
 	if last, ready := next.status("kept.test"); ready || last == nil || !slices.Equal(last.RecordsSeen, []string{"A 203.0.113.1"}) ||
-		next.tenants["kept.test"].timer == nil || !next.tenants["kept.test"].next.Equal(prev.tenants["kept.test"].next) {
-		t.Errorf("an awaiting tenant after a reload: %+v %+v", last, next.tenants["kept.test"])
+		next.checks.waits["kept.test"].timer == nil || !next.checks.waits["kept.test"].next.Equal(prev.checks.waits["kept.test"].next) {
+		t.Errorf("an awaiting tenant after a reload: %+v %+v", last, next.checks.waits["kept.test"])
 	}
-	if next.admit("kept.test", false) || len(next.queue) != 0 {
-		t.Errorf("an awaiting tenant was checked again at a reload: %q", next.queue)
+	if next.admit("kept.test", false) || len(next.checks.queue) != 0 {
+		t.Errorf("an awaiting tenant was checked again at a reload: %q", next.checks.queue)
 	}
 	if !next.admit("ready.test", false) {
 		t.Error("a ready tenant was not admitted after a reload")
 	}
-	if _, ok := next.tenants["removed.test"]; ok {
+	if _, ok := next.checks.waits["removed.test"]; ok {
 		t.Error("a tenant the reload removed was kept")
 	}
 
@@ -214,7 +214,7 @@ func TestDNSGateInherit(t *testing.T) {
 	moved := newDNSGate(other, dnsResolver{}, time.Hour, zap.NewNop(), func(string) {})
 	defer moved.close()
 	moved.inherit(prev, func(string) bool { return true })
-	if len(moved.tenants) != 0 {
+	if len(moved.checks.waits) != 0 {
 		t.Error("checks against other targets were kept")
 	}
 }

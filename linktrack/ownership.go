@@ -63,23 +63,11 @@ func newOwnershipToken() string {
 type ownershipGate struct {
 	app      *App
 	resolver dnsResolver
-	first    time.Duration
 	logger   *zap.Logger
+	checks   *checkQueue[ownershipState] // each pending tenant's last check
 
-	mu       sync.Mutex
+	mu       sync.Mutex        // guards verified
 	verified map[string]string // domain: token verified here, before the registry shows it
-	tenants  map[string]*ownershipWait
-	queued   map[string]bool
-	queue    []string
-	signal   chan struct{}
-	stopped  bool
-}
-
-// ownershipWait is a pending tenant's last check and next one.
-type ownershipWait struct {
-	last  *ownershipState
-	delay time.Duration
-	timer *time.Timer
 }
 
 // newOwnershipGate sets up the checks of ownership_txt, or returns nil
@@ -103,12 +91,9 @@ func newOwnershipGate(a *App) (*ownershipGate, error) {
 	return &ownershipGate{
 		app:      a,
 		resolver: dnsResolver{servers: servers, timeout: dnsCheckTimeout},
-		first:    time.Duration(a.DNSCheckInterval),
 		logger:   a.logger.Named("ownership"),
+		checks:   newCheckQueue[ownershipState](time.Duration(a.DNSCheckInterval)),
 		verified: make(map[string]string),
-		tenants:  make(map[string]*ownershipWait),
-		queued:   make(map[string]bool),
-		signal:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -194,7 +179,7 @@ func (g *ownershipGate) changed(prev, next *snapshot) {
 		if old, ok := prev.registered(domain); !ok || !g.app.ownershipPending(prev, domain, old) {
 			g.app.tenantStateChanged(domain, statePendingOwnership, nil)
 		}
-		g.enqueue(domain)
+		g.checks.enqueue(domain)
 	}
 	next.exact.eachChanged(prev.exact, func(domain string, e entry) bool {
 		check(domain, e)
@@ -219,77 +204,20 @@ func (g *ownershipGate) changed(prev, next *snapshot) {
 	})
 }
 
-// enqueue queues a check of name, unless one is queued or running.
-func (g *ownershipGate) enqueue(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.stopped || g.queued[name] {
-		return
-	}
-	g.queued[name] = true
-	g.queue = append(g.queue, name)
-	select {
-	case g.signal <- struct{}{}:
-	default:
-	}
-}
-
 // run checks every pending tenant at once, then the queued ones, until
 // stop is closed; then it stops every timer.
 func (g *ownershipGate) run(ctx context.Context, stop <-chan struct{}) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	if s := g.app.snapshot(); s != nil {
 		s.each(func(domain string, e entry) bool {
 			if g.app.ownershipPending(s, domain, e) {
-				g.enqueue(domain)
+				g.checks.enqueue(domain)
 			}
 			return true
 		})
 	}
-	var workers sync.WaitGroup
-	for range ownershipCheckWorkers {
-		workers.Go(func() {
-			for {
-				name, ok := g.pop(stop)
-				if !ok {
-					return
-				}
-				g.checkPending(ctx, name, "")
-			}
-		})
-	}
-	<-stop
-	cancel()
-	g.close()
-	workers.Wait()
-}
-
-// pop takes the next queued name, waiting for one until stop closes.
-func (g *ownershipGate) pop(stop <-chan struct{}) (string, bool) {
-	for {
-		g.mu.Lock()
-		if len(g.queue) > 0 {
-			name := g.queue[0]
-			g.queue[0] = ""
-			g.queue = g.queue[1:]
-			more := len(g.queue) > 0
-			g.mu.Unlock()
-			if more {
-				select {
-				case g.signal <- struct{}{}:
-				default:
-				}
-			}
-			return name, true
-		}
-		g.mu.Unlock()
-		select {
-		case <-stop:
-			return "", false
-		case <-g.signal:
-		}
-	}
+	g.checks.run(ctx, stop, ownershipCheckWorkers, func(ctx context.Context, name string) {
+		g.checkPending(ctx, name, "")
+	})
 }
 
 // checkPending checks a tenant's ownership if it is still pending,
@@ -304,7 +232,7 @@ func (g *ownershipGate) checkPending(ctx context.Context, name, cause string) (o
 		return ownershipState{}, false
 	}
 	if !g.app.ownershipPending(s, name, e) {
-		g.stopChecks(name)
+		g.checks.drop(name)
 		return ownershipState{}, false
 	}
 	var token string
@@ -325,7 +253,7 @@ func (g *ownershipGate) checkPending(ctx context.Context, name, cause string) (o
 		g.mu.Lock()
 		g.verified[name] = token
 		g.mu.Unlock()
-		g.stopChecks(name)
+		g.checks.drop(name)
 		if g.app.pre != nil {
 			g.app.pre.recheck(name)
 		}
@@ -373,28 +301,15 @@ func (g *ownershipGate) txt(ctx context.Context, name string) ([]string, error) 
 // schedules the next one: after the first delay, then twice as long each
 // time, up to an hour.
 func (g *ownershipGate) record(name string, st ownershipState, again bool) ownershipState {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.queued, name)
-	if g.stopped {
-		return st
-	}
-	w, ok := g.tenants[name]
-	if !ok {
-		w = new(ownershipWait)
-		g.tenants[name] = w
-	}
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
-	}
-	if again {
-		w.delay = min(max(2*w.delay, g.first), max(maxDNSCheckDelay, g.first))
-		next := st.CheckedAt.Add(w.delay)
-		st.NextCheck = &next
-		w.timer = time.AfterFunc(w.delay, func() { g.enqueue(name) })
-	}
-	w.last = &st
+	g.checks.finish(name, func(w *checkWait[ownershipState]) {
+		if again {
+			delay := g.checks.backoffLocked(w)
+			next := st.CheckedAt.Add(delay)
+			st.NextCheck = &next
+			g.checks.scheduleLocked(name, w, next, delay)
+		}
+		w.last = &st
+	})
 	return st
 }
 
@@ -405,9 +320,8 @@ func (g *ownershipGate) record(name string, st ownershipState, again bool) owner
 func (g *ownershipGate) verify(ctx context.Context, s *snapshot, name string, e entry, token, cause string) {
 	g.mu.Lock()
 	g.verified[name] = token
-	delete(g.tenants, name)
 	g.mu.Unlock()
-	g.stopChecks(name)
+	g.checks.drop(name)
 	g.logger.Info("tenant ownership verified", zap.String("domain", name), zap.String("cause", cause))
 	if s.sources[e.source] == storageSource {
 		t := s.tenant(name, e)
@@ -444,52 +358,21 @@ func ownershipMarker(name string) string {
 // status returns what is known of a pending tenant's ownership: its last
 // check, if one ended.
 func (g *ownershipGate) status(name string) *ownershipState {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if w, ok := g.tenants[name]; ok && w.last != nil {
-		st := *w.last
-		return &st
-	}
-	return nil
+	return g.checks.last(name)
 }
 
 // forget drops what is known of a tenant's ownership: it is removed,
 // or no longer pending.
 func (g *ownershipGate) forget(name string) {
+	g.checks.drop(name)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.stopChecksLocked(name)
 	delete(g.verified, name)
-}
-
-// stopChecks stops the checks of a tenant found verified.
-func (g *ownershipGate) stopChecks(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopChecksLocked(name)
-}
-
-func (g *ownershipGate) stopChecksLocked(name string) {
-	if w, ok := g.tenants[name]; ok {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-		delete(g.tenants, name)
-	}
-	delete(g.queued, name)
 }
 
 // close stops every timer; nothing is queued after it.
 func (g *ownershipGate) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopped = true
-	for _, w := range g.tenants {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-	}
-	g.queue = nil
+	g.checks.close()
 }
 
 // checkOwnershipNow checks a tenant pending ownership at once, as a

@@ -27,8 +27,7 @@ func ownershipApp(t *testing.T, on bool, config, stored []Tenant) *App {
 	a.registry.Store(s)
 	if on {
 		a.OwnershipTXT = true
-		a.ownership = &ownershipGate{app: a, verified: make(map[string]string), tenants: make(map[string]*ownershipWait),
-			queued: make(map[string]bool), signal: make(chan struct{}, 1)}
+		a.ownership = &ownershipGate{app: a, checks: newCheckQueue[ownershipState](0), verified: make(map[string]string)}
 	}
 	return a
 }
@@ -120,7 +119,7 @@ func TestOwnershipRefusals(t *testing.T) {
 	if err := p.CertificateAllowed(context.Background(), "new.brand.test"); err == nil {
 		t.Errorf("removed and added back with a new token, allowed without its TXT record")
 	}
-	if !a.ownership.queued["new.brand.test"] {
+	if !a.ownership.checks.queued["new.brand.test"] {
 		t.Errorf("a tenant added pending was not queued for a check at once")
 	}
 
@@ -197,7 +196,7 @@ func TestOwnershipRecord(t *testing.T) {
 func TestOwnershipCheckSchedule(t *testing.T) {
 	a := ownershipApp(t, true, nil, nil)
 	g := a.ownership
-	g.first = time.Minute
+	g.checks.first = time.Minute
 	defer g.close()
 	checked := time.Now()
 	var delays []time.Duration

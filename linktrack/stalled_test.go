@@ -46,11 +46,11 @@ func TestDNSGateGivesUp(t *testing.T) {
 	if len(stalled) != 1 || !strings.Contains(stalled[0], "records seen: A 203.0.113.9; expected: CNAME edge.platform.test") {
 		t.Errorf("stalled reported %q, want once with the records", stalled)
 	}
-	if g.tenants["link.a.test"].timer != nil {
+	if g.checks.waits["link.a.test"].timer != nil {
 		t.Error("a stalled tenant kept its timer")
 	}
-	if g.admit("link.a.test", true) || len(g.queue) != 0 {
-		t.Errorf("a stalled tenant was admitted or queued: %q", g.queue)
+	if g.admit("link.a.test", true) || len(g.checks.queue) != 0 {
+		t.Errorf("a stalled tenant was admitted or queued: %q", g.checks.queue)
 	}
 
 	// revived, its time starts over and its next check is queued
@@ -58,8 +58,8 @@ func TestDNSGateGivesUp(t *testing.T) {
 		t.Fatal("revive found no stalled tenant")
 	}
 	g.revive("link.a.test", true)
-	if len(g.queue) != 1 {
-		t.Errorf("a revived tenant was not queued: %q", g.queue)
+	if len(g.checks.queue) != 1 {
+		t.Errorf("a revived tenant was not queued: %q", g.checks.queue)
 	}
 	if r := g.record("link.a.test", seen(31*time.Minute), false, "check_now"); r.NextCheck == nil || awaiting != 2 {
 		t.Errorf("a revived tenant's check: next %v, awaiting reported %d times", r.NextCheck, awaiting)
