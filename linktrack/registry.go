@@ -111,7 +111,10 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 }
 
 // addSources adds sources and their entries to b, as buildSnapshot
-// describes.
+// describes. A source's tenants are checked on every core (see
+// checkTenants), then added in order, so that the error is the first
+// entry's at fault. After an error, b holds part of the entries and is
+// to be dropped.
 func (b *snapshotBuilder) addSources(sources []tenantSource, resolve routeResolver) error {
 	for _, src := range sources {
 		sourceIndex, err := b.addSource(src.name)
@@ -123,7 +126,9 @@ func (b *snapshotBuilder) addSources(sources []tenantSource, resolve routeResolv
 				return fmt.Errorf("%s, entry %d: %v", src.name, i+1, c.err)
 			}
 			c.e.source = sourceIndex
-			if _, dup := b.insert(c.domain, c.e); dup {
+			// set, not insert: on a duplicate the builder is dropped
+			table, key := tableOf(b.exact, b.wildcards, c.domain)
+			if _, dup := table.set(key, c.e); dup {
 				return fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 					c.domain, firstPlace(sources, c.domain), src.name, i+1)
 			}
@@ -195,12 +200,12 @@ func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolv
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s, entry %d and in %s, entry %d",
 				c.domain, name, se.dupOf+1, name, i+1)
 		}
-		prior, known := se.prior[i], se.known[i]
-		if known && prior.source != source {
+		prior := se.prior[i]
+		if prior.other {
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
 				c.domain, s.sources[prior.source], name, i+1)
 		}
-		if !known || prior != c.e { // the same entry changes nothing
+		if !prior.same { // the same entry changes nothing
 			ed, key := tableOf(exact, wildcards, c.domain)
 			ed.set(key, c.e)
 		}

@@ -286,11 +286,19 @@ func checkTenants(tenants []Tenant, resolve routeResolver, workers int) []checke
 // registry being replaced, the first duplicate, and the source's
 // domains the new tenants no longer hold.
 type sourceEdit struct {
-	prior   []entry // by tenant: the entry of its domain in s, if registered
-	known   []bool  // by tenant: whether its domain is registered in s
-	dup     int     // index of the first tenant whose domain an earlier one has, or -1
-	dupOf   int     // index of that earlier tenant
+	prior   []priorEntry // by tenant: its domain's entry in s
+	dup     int          // index of the first tenant whose domain an earlier one has, or -1
+	dupOf   int          // index of that earlier tenant
 	removed []string
+}
+
+// priorEntry is what a tenant of withSource finds in the registry it
+// edits: its domain's entry from another source, or from the same
+// source and the same as the tenant's, or neither (the zero value).
+type priorEntry struct {
+	other  bool   // registered by another source: source
+	same   bool   // registered by the source, with the same entry
+	source uint16 // with other
 }
 
 // editSource finds, for the tenants checked that replace the entries of
@@ -303,7 +311,7 @@ type sourceEdit struct {
 // removes nothing looks up no entry of s.
 func editSource(s *snapshot, source uint16, checked []checkedTenant, workers int) sourceEdit {
 	workers = max(workers, 1)
-	se := sourceEdit{prior: make([]entry, len(checked)), known: make([]bool, len(checked)), dup: -1}
+	se := sourceEdit{prior: make([]priorEntry, len(checked)), dup: -1}
 	seed := maphash.MakeSeed()
 	// where returns the partition and the bucket of a domain
 	where := func(domain string) (int, int) {
@@ -333,8 +341,14 @@ func editSource(s *snapshot, source uint16, checked []checkedTenant, workers int
 					continue
 				}
 				seen[c.domain] = i
-				se.prior[i], se.known[i] = s.registered(c.domain)
-				if se.known[i] && se.prior[i].source == source {
+				prior, known := s.registered(c.domain)
+				switch e := c.e; {
+				case !known:
+				case prior.source != source:
+					se.prior[i] = priorEntry{other: true, source: prior.source}
+				default:
+					e.source = source
+					se.prior[i].same = prior == e
 					kept[bucket]++
 				}
 			}
