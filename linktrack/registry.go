@@ -3,6 +3,7 @@ package linktrack
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -110,22 +111,26 @@ func buildSnapshot(sources []tenantSource, resolve routeResolver) (*snapshot, er
 }
 
 // addSources adds sources and their entries to b, as buildSnapshot
-// describes.
+// describes. A source's tenants are checked on every core (see
+// checkTenants), then added in order, so that the error is the first
+// entry's at fault. After an error, b holds part of the entries and is
+// to be dropped.
 func (b *snapshotBuilder) addSources(sources []tenantSource, resolve routeResolver) error {
 	for _, src := range sources {
 		sourceIndex, err := b.addSource(src.name)
 		if err != nil {
 			return err
 		}
-		for i, t := range src.tenants {
-			domain, e, err := newEntry(t, resolve)
-			if err != nil {
-				return fmt.Errorf("%s, entry %d: %v", src.name, i+1, err)
+		for i, c := range checkTenants(src.tenants, resolve, runtime.GOMAXPROCS(0)) {
+			if c.err != nil {
+				return fmt.Errorf("%s, entry %d: %v", src.name, i+1, c.err)
 			}
-			e.source = sourceIndex
-			if _, dup := b.insert(domain, e); dup {
+			c.e.source = sourceIndex
+			// set, not insert: on a duplicate the builder is dropped
+			table, key := tableOf(b.exact, b.wildcards, c.domain)
+			if _, dup := table.set(key, c.e); dup {
 				return fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
-					domain, firstPlace(sources, domain), src.name, i+1)
+					c.domain, firstPlace(sources, c.domain), src.name, i+1)
 			}
 		}
 	}
@@ -172,41 +177,44 @@ func (b *snapshotBuilder) done() *snapshot {
 // named name are replaced by tenants. It edits s like a change: an
 // entry the same as before leaves nothing in the overlay, so reloading
 // a file of a million tenants of which a few changed costs lookups,
-// not a new registry, and reports only what changed.
+// not a new registry, and reports only what changed. The tenants are
+// checked, and looked up in s, on every core (see editSource); then
+// each is taken in order, so that the error is the first entry's at
+// fault, as if they were checked one by one.
 func (s *snapshot) withSource(name string, tenants []Tenant, resolve routeResolver) (*snapshot, error) {
 	index := slices.Index(s.sources, name)
 	if index < 0 {
 		return nil, fmt.Errorf("no tenant source '%s'", name)
 	}
 	source := uint16(index)
+	workers := runtime.GOMAXPROCS(0)
+	checked := checkTenants(tenants, resolve, workers)
+	se := editSource(s, source, checked, workers)
 	exact, wildcards := s.exact.edit(), s.wildcards.edit()
-	seen := make(map[string]int, len(tenants)) // domain: its entry number
-	for i, t := range tenants {
-		domain, e, err := newEntry(t, resolve)
-		if err != nil {
-			return nil, fmt.Errorf("%s, entry %d: %v", name, i+1, err)
+	for i, c := range checked {
+		if c.err != nil {
+			return nil, fmt.Errorf("%s, entry %d: %v", name, i+1, c.err)
 		}
-		e.source = source
-		if first, dup := seen[domain]; dup {
+		c.e.source = source
+		if i == se.dup {
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s, entry %d and in %s, entry %d",
-				domain, name, first, name, i+1)
+				c.domain, name, se.dupOf+1, name, i+1)
 		}
-		seen[domain] = i + 1
-		ed, key := tableOf(exact, wildcards, domain)
-		if prior, ok := ed.get(key); ok && prior.source != source {
+		prior := se.prior[i]
+		if prior.other {
 			return nil, fmt.Errorf("domain '%s' is registered twice: in %s and in %s, entry %d",
-				domain, s.sources[prior.source], name, i+1)
+				c.domain, s.sources[prior.source], name, i+1)
 		}
-		ed.set(key, e)
+		if !prior.same { // the same entry changes nothing
+			ed, key := tableOf(exact, wildcards, c.domain)
+			ed.set(key, c.e)
+		}
 	}
 	// the source's entries its new tenants no longer hold
-	s.each(func(domain string, e entry) bool {
-		if _, kept := seen[domain]; e.source == source && !kept {
-			ed, key := tableOf(exact, wildcards, domain)
-			ed.remove(key)
-		}
-		return true
-	})
+	for _, domain := range se.removed {
+		ed, key := tableOf(exact, wildcards, domain)
+		ed.remove(key)
+	}
 	return &snapshot{exact: exact.done(), wildcards: wildcards.done(), sources: s.sources}, nil
 }
 
