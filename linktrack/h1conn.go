@@ -193,16 +193,17 @@ func (c *h1Conn) close() {
 	c.wire.conn.Close()
 }
 
-// roundTrip sends out and reads its response head. written reports
+// roundTrip sends req and reads its response head. written reports
 // whether any byte of the request reached the connection. On success
 // the response's body hands the connection back when it is closed.
-func (c *h1Conn) roundTrip(out *http.Request) (res *http.Response, written bool, err error) {
+func (c *h1Conn) roundTrip(req h1Request) (res *http.Response, written bool, err error) {
 	before := c.wire.written
-	if err = c.writeRequest(out); err != nil {
+	if err = req.write(c); err != nil {
 		c.close()
 		return nil, c.wire.written > before, err
 	}
 
+	out := req.request()
 	c.awaitHead(out.Context())
 	c.wire.readLimit = c.client.maxHeaderBytes
 	for {
