@@ -33,25 +33,46 @@ type contender struct {
 	rounds []roundResult
 }
 
-// contenders returns the five contenders, plus linktrack once more for
-// each GOGC value in gogc, keyed "a<value>", run when a) is.
+// contenders returns the five contenders, plus linktrack and the Go
+// floor once more for each GOGC value in gogc, keyed "a<value>" and
+// "e<value>", run when a) and e) are.
 func contenders(gogc []string) []*contender {
 	cs := []*contender{
 		{key: "a", name: "linktrack", start: startLinktrack},
 	}
 	for _, v := range gogc {
-		name := "linktrack, GOGC=" + v
-		if gogc, limit, ok := strings.Cut(v, "@"); ok {
-			name = "linktrack, GOGC=" + gogc + " GOMEMLIMIT=" + limit
-		}
-		cs = append(cs, &contender{key: "a" + v, name: name, start: startLinktrackGOGC(v)})
+		cs = append(cs, &contender{key: "a" + v, name: "linktrack, GOGC=" + gcName(v), start: startLinktrackGOGC(v)})
 	}
-	return append(cs,
+	cs = append(cs,
 		&contender{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
 		&contender{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
 		&contender{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
-		&contender{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor},
+		&contender{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor(nil)},
 	)
+	// the Go floor at the same settings, so that each ratio is like for like
+	for _, v := range gogc {
+		cs = append(cs, &contender{key: "e" + v, name: "the Go floor, GOGC=" + gcName(v), start: startGoFloor(gcEnv(v))})
+	}
+	return cs
+}
+
+// gcEnv returns the environment for a BENCH_GOGC value: GOGC, and
+// GOMEMLIMIT too when value is "<gogc>@<limit>", e.g. "off@512MiB".
+func gcEnv(value string) []string {
+	gogc, limit, _ := strings.Cut(value, "@")
+	env := []string{"GOGC=" + gogc}
+	if limit != "" {
+		env = append(env, "GOMEMLIMIT="+limit)
+	}
+	return env
+}
+
+// gcName names a BENCH_GOGC value in the report.
+func gcName(value string) string {
+	if gogc, limit, ok := strings.Cut(value, "@"); ok {
+		return gogc + " GOMEMLIMIT=" + limit
+	}
+	return value
 }
 
 // caddyGlobal is the global options block shared by contenders a and b.
@@ -88,16 +109,11 @@ func startLinktrack(s *setup, port int) (*proc, error) {
 	return startCaddy(s, "a", s.caddyBin, linktrackSite, port)
 }
 
-// startLinktrackGOGC starts linktrack as a) is, with GOGC set to value,
-// and GOMEMLIMIT too when value is "<gogc>@<limit>", e.g. "off@512MiB".
+// startLinktrackGOGC starts linktrack as a) is, with the environment
+// of a BENCH_GOGC value.
 func startLinktrackGOGC(value string) func(s *setup, port int) (*proc, error) {
-	gogc, limit, _ := strings.Cut(value, "@")
-	env := []string{"GOGC=" + gogc}
-	if limit != "" {
-		env = append(env, "GOMEMLIMIT="+limit)
-	}
 	return func(s *setup, port int) (*proc, error) {
-		return startCaddy(s, "a"+value, s.caddyBin, linktrackSite, port, env...)
+		return startCaddy(s, "a"+value, s.caddyBin, linktrackSite, port, gcEnv(value)...)
 	}
 }
 
@@ -202,10 +218,17 @@ func startNginx(conf func(originPort int) nginxConf) func(*setup, int) (*proc, e
 }
 
 // startGoFloor runs bench/gofloor, the leanest faithful Go proxy: HTTP/1.1
-// keep-alive to the origin whatever the origin offers.
-func startGoFloor(s *setup, port int) (*proc, error) {
-	return startProc("gofloor", filepath.Join(s.dir, "gofloor-"+s.originMode+".log"), nil,
-		filepath.Join(s.dir, "gofloor"), "-port", fmt.Sprint(port),
-		"-cert", s.cert, "-key", s.key, "-ca", s.ca,
-		"-upstream", fmt.Sprintf("https://localhost:%d", s.originPort), "-host", trackingHost)
+// keep-alive to the origin whatever the origin offers; env adds GOGC
+// settings.
+func startGoFloor(env []string) func(s *setup, port int) (*proc, error) {
+	return func(s *setup, port int) (*proc, error) {
+		name := "gofloor"
+		if len(env) > 0 {
+			name += "-" + strings.Join(env, "-")
+		}
+		return startProc(name, filepath.Join(s.dir, name+"-"+s.originMode+".log"), env,
+			filepath.Join(s.dir, "gofloor"), "-port", fmt.Sprint(port),
+			"-cert", s.cert, "-key", s.key, "-ca", s.ca,
+			"-upstream", fmt.Sprintf("https://localhost:%d", s.originPort), "-host", trackingHost)
+	}
 }

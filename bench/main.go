@@ -20,9 +20,9 @@
 //	BENCH_CLIENT    client modes: keepalive, close (a new connection per
 //	                request, "Connection: close") (default "keepalive,close")
 //	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
-//	BENCH_GOGC      GOGC values for extra linktrack contenders run beside
-//	                a), each optionally with @GOMEMLIMIT, e.g.
-//	                "200,400,off@512MiB" (default none)
+//	BENCH_GOGC      GOGC values for extra linktrack and Go floor contenders
+//	                run beside a) and e), each optionally with @GOMEMLIMIT,
+//	                e.g. "200,400,off@512MiB" (default none)
 package main
 
 import (

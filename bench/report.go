@@ -147,6 +147,9 @@ func printTable(cfg config, sc *scenario, cm string) {
 	}
 	cpu := (*contender).cpu
 	ratio("linktrack CPU / Go floor CPU", "a", "e", cpu, "µs/req")
+	for _, v := range cfg.gogc {
+		ratio("linktrack CPU / Go floor CPU, both at GOGC="+gcName(v), "a"+v, "e"+v, cpu, "µs/req")
+	}
 	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
 	ratio("linktrack req/s / nginx-documented req/s", "a", "c", (*contender).rps, "req/s")
 	ratio("linktrack CPU / nginx-tuned CPU", "a", "d", cpu, "µs/req")

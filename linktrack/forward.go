@@ -161,6 +161,22 @@ func outgoingHeader(r *http.Request, host string, forwarded *[3]string) http.Hea
 // Each field's one value is stored in vals and the field holds a slice
 // of it with no room to grow, so no append reaches a neighbour.
 func setForwarded(header http.Header, r *http.Request, host string, vals *[3]string) {
+	xff, sendXFF, proto := forwardedValues(r, header["X-Forwarded-For"], header["X-Forwarded-Proto"])
+	if sendXFF {
+		vals[0] = xff
+		header["X-Forwarded-For"] = vals[0:1:1]
+	} else {
+		delete(header, "X-Forwarded-For")
+	}
+	vals[1], vals[2] = proto, host
+	header["X-Forwarded-Proto"] = vals[1:2:2]
+	header["X-Forwarded-Host"] = vals[2:3:3]
+}
+
+// forwardedValues returns the values of X-Forwarded-For, whether it is
+// sent, and of X-Forwarded-Proto, given the client's own fields (after
+// hop-by-hop removal). X-Forwarded-Host is always the tracking domain.
+func forwardedValues(r *http.Request, priorFor, priorProto []string) (xff string, sendXFF bool, proto string) {
 	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 
 	peer, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -169,31 +185,23 @@ func setForwarded(header http.Header, r *http.Request, host string, vals *[3]str
 	}
 	peer, _, _ = strings.Cut(peer, "%")
 
-	prior := header["X-Forwarded-For"]
 	switch {
-	case trusted && len(prior) > 0 && peer != "":
-		vals[0] = strings.Join(prior, ", ") + ", " + peer
-		header["X-Forwarded-For"] = vals[0:1:1]
-	case trusted && len(prior) > 0:
-		vals[0] = strings.Join(prior, ", ")
-		header["X-Forwarded-For"] = vals[0:1:1]
+	case trusted && len(priorFor) > 0 && peer != "":
+		xff, sendXFF = strings.Join(priorFor, ", ")+", "+peer, true
+	case trusted && len(priorFor) > 0:
+		xff, sendXFF = strings.Join(priorFor, ", "), true
 	case peer != "":
-		vals[0] = peer
-		header["X-Forwarded-For"] = vals[0:1:1]
-	default:
-		delete(header, "X-Forwarded-For")
+		xff, sendXFF = peer, true
 	}
 
-	proto := "https"
+	proto = "https"
 	if r.TLS == nil {
 		proto = "http"
 	}
-	if prior := header["X-Forwarded-Proto"]; trusted && len(prior) > 0 && prior[len(prior)-1] != "" {
-		proto = prior[len(prior)-1]
+	if trusted && len(priorProto) > 0 && priorProto[len(priorProto)-1] != "" {
+		proto = priorProto[len(priorProto)-1]
 	}
-	vals[1], vals[2] = proto, host
-	header["X-Forwarded-Proto"] = vals[1:2:2]
-	header["X-Forwarded-Host"] = vals[2:3:3]
+	return xff, sendXFF, proto
 }
 
 // removeHopByHop deletes hop-by-hop fields, including those named in

@@ -155,14 +155,29 @@ func (c *h1Client) sends(out *http.Request) bool {
 		len(out.TransferEncoding) == 0 && out.Trailer == nil
 }
 
-// roundTrip sends out to the origin on an idle connection, or a new
+// h1Request is what the lean client sends: a built outgoing request
+// (builtRequest), or a bodyless click whose head is written straight
+// from the incoming request (clickHead).
+type h1Request interface {
+	// check refuses what Go's client refuses to write
+	check() error
+	// write writes the head, and a small body, and flushes them
+	write(c *h1Conn) error
+	// request returns the request whose context and method govern
+	// the exchange
+	request() *http.Request
+	// bodyless reports whether no body byte is sent
+	bodyless() bool
+}
+
+// roundTrip sends req to the origin on an idle connection, or a new
 // one, and returns the response head; its body streams from the
 // connection.
-func (c *h1Client) roundTrip(out *http.Request) (*http.Response, error) {
-	if err := checkOutgoing(out); err != nil {
+func (c *h1Client) roundTrip(req h1Request) (*http.Response, error) {
+	if err := req.check(); err != nil {
 		return nil, err
 	}
-	ctx := out.Context()
+	ctx := req.request().Context()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -173,14 +188,14 @@ func (c *h1Client) roundTrip(out *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	res, written, err := conn.roundTrip(out)
-	if err != nil && conn.reused && !written && bodyless(out) && ctx.Err() == nil {
+	res, written, err := conn.roundTrip(req)
+	if err != nil && conn.reused && !written && req.bodyless() && ctx.Err() == nil {
 		// the connection died while idle and the origin got nothing:
 		// send the request once more, on a new connection
 		if conn, err = c.dial(ctx); err != nil {
 			return nil, err
 		}
-		res, _, err = conn.roundTrip(out)
+		res, _, err = conn.roundTrip(req)
 	}
 	return res, err
 }
@@ -189,9 +204,17 @@ func (c *h1Client) roundTrip(out *http.Request) (*http.Response, error) {
 // provisioned the client is unloaded.
 func (c *h1Client) closeIdle() { c.pool.closeIdle() }
 
-// bodyless reports whether out carries no body bytes.
-func bodyless(out *http.Request) bool {
-	switch out.Body.(type) {
+// builtRequest is an outgoing request built by outgoingRequest, as the
+// lean client sends it.
+type builtRequest http.Request
+
+func (b *builtRequest) request() *http.Request { return (*http.Request)(b) }
+func (b *builtRequest) check() error           { return checkOutgoing(b.request()) }
+func (b *builtRequest) write(c *h1Conn) error  { return c.writeRequest(b.request()) }
+
+// bodyless reports whether the request carries no body bytes.
+func (b *builtRequest) bodyless() bool {
+	switch b.Body.(type) {
 	case nil, *unsentBody:
 		return true
 	}

@@ -135,6 +135,7 @@ func TestLeanClientWritesWhatTransportWrites(t *testing.T) {
 		{method: "GET", target: "//double/slash%2F?", header: browser},
 		{method: "GET", target: "/no-user-agent"},
 		{method: "GET", target: "/ls/click?upn=1", header: map[string][]string{"User-Agent": {""}, "X-Forwarded-For": {"203.0.113.9"}}},
+		{method: "GET", target: "/named", header: map[string][]string{"Connection": {"user-agent, X-Forwarded-For", "te"}, "User-Agent": {"ua"}, "X-Forwarded-For": {"203.0.113.9"}, "Te": {"trailers"}}},
 		{method: "HEAD", target: "/open.gif", header: browser},
 		{method: "OPTIONS", target: "*"},
 		{method: "DELETE", target: "/d"},

@@ -43,6 +43,7 @@ type h1Conn struct {
 	// per request, reused to spare allocations
 	keys      []string
 	body      h1Body
+	fixed     fixedBody
 	peekByte  [1]byte
 	peekQuiet bool
 	peekFn    func(fd uintptr) bool
@@ -50,13 +51,20 @@ type h1Conn struct {
 
 // h1Wire counts the bytes written to the connection and limits the
 // bytes read while a response head is expected, as http.Transport does.
+//
+// A read error is sticky: once readPlainResponse's peek has met it,
+// http.ReadResponse meets it again, after the same bytes.
 type h1Wire struct {
 	conn      net.Conn
 	written   int64
 	readLimit int64
+	readErr   error
 }
 
 func (w *h1Wire) Read(p []byte) (int, error) {
+	if w.readErr != nil {
+		return 0, w.readErr
+	}
 	if w.readLimit <= 0 {
 		return 0, errHeaderLimit
 	}
@@ -65,6 +73,7 @@ func (w *h1Wire) Read(p []byte) (int, error) {
 	}
 	n, err := w.conn.Read(p)
 	w.readLimit -= int64(n)
+	w.readErr = err
 	return n, err
 }
 
@@ -193,25 +202,28 @@ func (c *h1Conn) close() {
 	c.wire.conn.Close()
 }
 
-// roundTrip sends out and reads its response head. written reports
+// roundTrip sends req and reads its response head. written reports
 // whether any byte of the request reached the connection. On success
 // the response's body hands the connection back when it is closed.
-func (c *h1Conn) roundTrip(out *http.Request) (res *http.Response, written bool, err error) {
+func (c *h1Conn) roundTrip(req h1Request) (res *http.Response, written bool, err error) {
 	before := c.wire.written
-	if err = c.writeRequest(out); err != nil {
+	if err = req.write(c); err != nil {
 		c.close()
 		return nil, c.wire.written > before, err
 	}
 
+	out := req.request()
 	c.awaitHead(out.Context())
 	c.wire.readLimit = c.client.maxHeaderBytes
-	for {
+	res = readPlainResponse(c.br, out, &c.fixed)
+	for res == nil {
 		res, err = http.ReadResponse(c.br, out)
 		// 1xx responses other than 101 are skipped, within one limit
 		// for all heads, as http.Transport does without a trace
 		if err != nil || res.StatusCode < 100 || res.StatusCode > 199 || res.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
+		res = nil
 	}
 	if cause := c.headArrived(); cause != nil {
 		// the watch closed the connection

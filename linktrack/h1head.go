@@ -20,24 +20,13 @@ import (
 // User-Agent, Content-Length, then the other fields sorted by name.
 func (c *h1Conn) writeRequest(out *http.Request) error {
 	bw := c.bw
-	host, _ := outgoingHostField(out.Host) // checked by h1Client.roundTrip
-	method := out.Method
-	if method == "" {
-		method = http.MethodGet
-	}
-	bw.WriteString(method)
-	bw.WriteByte(' ')
-	writeRequestTarget(bw, out.URL)
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(host)
-	bw.WriteString("\r\n")
+	host, _ := outgoingHostField(out.Host) // checked by builtRequest.check
+	method := writeRequestLine(bw, out.Method, out.URL, host)
 
 	if ua, ok := out.Header["User-Agent"]; !ok {
 		bw.WriteString("User-Agent: Go-http-client/1.1\r\n")
 	} else if len(ua) > 0 && ua[0] != "" {
-		bw.WriteString("User-Agent: ")
-		bw.WriteString(textproto.TrimString(ua[0]))
-		bw.WriteString("\r\n")
+		writeField(bw, "User-Agent", ua[0])
 	}
 
 	hasBody := out.Body != nil && out.ContentLength > 0
@@ -46,26 +35,20 @@ func (c *h1Conn) writeRequest(out *http.Request) error {
 		bw.WriteString("Content-Length: ")
 		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), out.ContentLength, 10))
 		bw.WriteString("\r\n")
-	case out.Body == nil && (method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch):
-		// servers expect a length for these methods, and Go sends one
+	case out.Body == nil && needsZeroLength(method):
 		bw.WriteString("Content-Length: 0\r\n")
 	}
 
 	keys := c.keys[:0]
 	for name := range out.Header {
-		switch name {
-		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
-			continue
+		if !writtenFirst(name) {
+			keys = append(keys, name)
 		}
-		keys = append(keys, name)
 	}
 	slices.Sort(keys)
 	for _, name := range keys {
 		for _, v := range out.Header[name] {
-			bw.WriteString(name)
-			bw.WriteString(": ")
-			bw.WriteString(textproto.TrimString(v))
-			bw.WriteString("\r\n")
+			writeField(bw, name, v)
 		}
 	}
 	clear(keys)
@@ -78,6 +61,46 @@ func (c *h1Conn) writeRequest(out *http.Request) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// writeRequestLine writes the request line and the Host field, and
+// returns the method written.
+func writeRequestLine(bw *bufio.Writer, method string, u *url.URL, host string) string {
+	if method == "" {
+		method = http.MethodGet
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	writeRequestTarget(bw, u)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	return method
+}
+
+// needsZeroLength reports whether a bodyless request of this method
+// gets "Content-Length: 0": servers expect a length for these methods,
+// and Go sends one.
+func needsZeroLength(method string) bool {
+	return method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
+}
+
+// writtenFirst reports whether a header field is written before the
+// sorted fields, or never, whatever the header holds.
+func writtenFirst(name string) bool {
+	switch name {
+	case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+		return true
+	}
+	return false
+}
+
+// writeField writes one header field line.
+func writeField(bw *bufio.Writer, name, value string) {
+	bw.WriteString(name)
+	bw.WriteString(": ")
+	bw.WriteString(textproto.TrimString(value))
+	bw.WriteString("\r\n")
 }
 
 // copyRequestBody copies exactly n bytes of body into bw, straight

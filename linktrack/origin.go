@@ -177,11 +177,20 @@ func (p *originProxy) setVars(r *http.Request, tenant string) {
 // got.
 func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) (int, error) {
 	start := time.Now()
+	if p.client != nil && bodylessClick(r) {
+		// the head is written straight from r
+		res, err := p.client.roundTrip(p.clickHead(r, host))
+		if err != nil {
+			return p.failure(r, tenant, time.Since(start), err)
+		}
+		p.metrics.observe(res.StatusCode, time.Since(start))
+		return res.StatusCode, p.writeResponse(w, res)
+	}
 	out := p.outgoingRequest(w, r, host, maxBodySize)
 	var res *http.Response
 	var err error
 	if p.client != nil && p.client.sends(out) {
-		res, err = p.client.roundTrip(out)
+		res, err = p.client.roundTrip((*builtRequest)(out))
 	} else {
 		res, err = p.transport.RoundTrip(out)
 		if err != nil && p.http1Only && sendOnceMore(out, err) {
