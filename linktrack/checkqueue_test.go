@@ -42,7 +42,7 @@ func TestCheckQueue(t *testing.T) {
 	}()
 	waitChecked := func(n int) {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 			mu.Lock()
 			got := len(checked)
 			mu.Unlock()
