@@ -223,29 +223,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return newOriginProxy(ctx, origin, provider, region, nil)
 	})
 	a.stop = make(chan struct{})
-	if a.FileCheckInterval == 0 {
-		a.FileCheckInterval = caddy.Duration(DefaultFileCheckInterval)
+	if err := defaultDuration(&a.FileCheckInterval, DefaultFileCheckInterval, "file_check_interval"); err != nil {
+		return err
 	}
-	if a.FileCheckInterval < 0 {
-		return fmt.Errorf("file_check_interval must be positive")
+	if err := defaultDuration(&a.IssuanceCooldown, DefaultIssuanceCooldown, "issuance_cooldown"); err != nil {
+		return err
 	}
-	if a.IssuanceCooldown == 0 {
-		a.IssuanceCooldown = caddy.Duration(DefaultIssuanceCooldown)
+	if err := defaultDuration(&a.StorageRefreshInterval, DefaultStorageRefreshInterval, "storage_refresh_interval"); err != nil {
+		return err
 	}
-	if a.IssuanceCooldown < 0 {
-		return fmt.Errorf("issuance_cooldown must be positive")
-	}
-	if a.StorageRefreshInterval == 0 {
-		a.StorageRefreshInterval = caddy.Duration(DefaultStorageRefreshInterval)
-	}
-	if a.StorageRefreshInterval < 0 {
-		return fmt.Errorf("storage_refresh_interval must be positive")
-	}
-	if a.RenewalCheckInterval == 0 {
-		a.RenewalCheckInterval = caddy.Duration(DefaultRenewalCheckInterval)
-	}
-	if a.RenewalCheckInterval < 0 {
-		return fmt.Errorf("renewal_check_interval must be positive")
+	if err := defaultDuration(&a.RenewalCheckInterval, DefaultRenewalCheckInterval, "renewal_check_interval"); err != nil {
+		return err
 	}
 	if a.OrderLimit == 0 {
 		a.OrderLimit = DefaultOrderLimit
@@ -304,17 +292,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if !a.DisablePreIssuance {
 		a.pre = newPreIssuer(a)
 	}
-	if a.DNSCheckInterval == 0 {
-		a.DNSCheckInterval = caddy.Duration(DefaultDNSCheckInterval)
+	if err := defaultDuration(&a.DNSCheckInterval, DefaultDNSCheckInterval, "dns_check_interval"); err != nil {
+		return err
 	}
-	if a.DNSCheckInterval < 0 {
-		return fmt.Errorf("dns_check_interval must be positive")
-	}
-	if a.GiveUpAfter == 0 {
-		a.GiveUpAfter = caddy.Duration(DefaultGiveUpAfter)
-	}
-	if a.GiveUpAfter < 0 {
-		return fmt.Errorf("give_up_after must be positive")
+	if err := defaultDuration(&a.GiveUpAfter, DefaultGiveUpAfter, "give_up_after"); err != nil {
+		return err
 	}
 	a.stalls = newStallTracker(time.Duration(a.GiveUpAfter))
 	a.checks = newCheckRuns()
@@ -576,3 +558,15 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// defaultDuration sets *d to def when it is unset, and refuses a
+// negative value, naming the field.
+func defaultDuration(d *caddy.Duration, def time.Duration, field string) error {
+	if *d == 0 {
+		*d = caddy.Duration(def)
+	}
+	if *d < 0 {
+		return fmt.Errorf("%s must be positive", field)
+	}
+	return nil
+}
