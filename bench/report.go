@@ -96,6 +96,7 @@ func printReport(cfg config, s *setup, scenarios []*scenario) {
 			}
 		}
 	}
+	printPairedRounds(cfg, scenarios)
 	for _, sc := range scenarios {
 		for _, c := range sc.cs {
 			if c.failed != "" {
@@ -133,26 +134,135 @@ func printTable(cfg config, sc *scenario, cm string) {
 			c.cpu(cm), rel, c.med(cm, func(r roundResult) float64 { return r.originCPUUs }), n, cfg.rounds)
 	}
 
-	fmt.Println("\nRatios (medians):")
-	ratio := func(label, ka, kb string, f func(*contender, string) float64, unit string) {
+	fmt.Println("\nRatios: of the medians over rounds, then paired, each round's own ratio (median, min–max):")
+	ratio := func(label, ka, kb string, f func(roundResult) float64, unit string) {
 		a, b := byKey[ka], byKey[kb]
 		switch {
 		case a == nil || b == nil:
 			fmt.Printf("- %s: not run\n", label)
-		case a.count(cm) == 0 || b.count(cm) == 0 || f(b, cm) == 0:
+		case a.count(cm) == 0 || b.count(cm) == 0 || b.med(cm, f) == 0:
 			fmt.Printf("- %s: n/a (a contender failed)\n", label)
 		default:
-			fmt.Printf("- %s: **%.2f** (%.1f / %.1f %s)\n", label, f(a, cm)/f(b, cm), f(a, cm), f(b, cm), unit)
+			ma, mb := a.med(cm, f), b.med(cm, f)
+			fmt.Printf("- %s: **%.2f** (%.1f / %.1f %s, ratio of medians); %s\n",
+				label, ma/mb, ma, mb, unit, pairedText(pairedRatios(a, b, cm, f)))
 		}
 	}
-	cpu := (*contender).cpu
+	cpu := func(r roundResult) float64 { return r.cpuUs }
+	rps := func(r roundResult) float64 { return r.wrk.RPS() }
 	ratio("linktrack CPU / Go floor CPU", "a", "e", cpu, "µs/req")
 	for _, v := range cfg.gogc {
 		ratio("linktrack CPU / Go floor CPU, both at GOGC="+gcName(v), "a"+v, "e"+v, cpu, "µs/req")
 	}
 	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
-	ratio("linktrack req/s / nginx-documented req/s", "a", "c", (*contender).rps, "req/s")
+	ratio("linktrack req/s / nginx-documented req/s", "a", "c", rps, "req/s")
 	ratio("linktrack CPU / nginx-tuned CPU", "a", "d", cpu, "µs/req")
+}
+
+// roundRatio is one round's ratio of two contenders' figures.
+type roundRatio struct {
+	round int
+	v     float64
+}
+
+// pairedRatios returns f(a)/f(b) for each round in which both a and b
+// completed a run in client mode cm, in round order. A round runs every
+// contender within minutes of each other, so whatever drifts over a whole
+// run (a neighbour's load, the machine's clock speed) weighs on both
+// sides of each of these ratios alike.
+func pairedRatios(a, b *contender, cm string, f func(roundResult) float64) []roundRatio {
+	var out []roundRatio
+	for _, ra := range a.rounds {
+		if ra.client != cm {
+			continue
+		}
+		for _, rb := range b.rounds {
+			if rb.client == cm && rb.round == ra.round && f(rb) != 0 {
+				out = append(out, roundRatio{ra.round, f(ra) / f(rb)})
+			}
+		}
+	}
+	return out
+}
+
+// ratioStats returns the median, min and max of rs.
+func ratioStats(rs []roundRatio) (med, lo, hi float64) {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = r.v
+	}
+	if len(xs) == 0 {
+		return 0, 0, 0
+	}
+	return median(xs), slices.Min(xs), slices.Max(xs)
+}
+
+// pairedText summarizes paired ratios: their median and range.
+func pairedText(rs []roundRatio) string {
+	med, lo, hi := ratioStats(rs)
+	switch len(rs) {
+	case 0:
+		return "per round: n/a (no round has both)"
+	case 1:
+		return fmt.Sprintf("per round: %.2f, 1 round", med)
+	}
+	return fmt.Sprintf("per round: %.2f median, %.2f–%.2f, %d rounds", med, lo, hi, len(rs))
+}
+
+// printPairedRounds prints linktrack's CPU per request over the Go
+// floor's round by round (and at each BENCH_GOGC value), to show how far
+// single rounds swing around the medians.
+func printPairedRounds(cfg config, scenarios []*scenario) {
+	cpu := func(r roundResult) float64 { return r.cpuUs }
+	var rows []string
+	for _, sc := range scenarios {
+		byKey := map[string]*contender{}
+		for _, c := range sc.cs {
+			byKey[c.key] = c
+		}
+		keys := [][2]string{{"a", "e"}}
+		for _, v := range cfg.gogc {
+			keys = append(keys, [2]string{"a" + v, "e" + v})
+		}
+		for _, cm := range cfg.clients {
+			for _, k := range keys {
+				a, b := byKey[k[0]], byKey[k[1]]
+				if a == nil || b == nil {
+					continue
+				}
+				rs := pairedRatios(a, b, cm, cpu)
+				row := fmt.Sprintf("| %s | %s | %s/%s |", sc.origin, cm, a.key, b.key)
+				for r := 1; r <= cfg.rounds; r++ {
+					i := slices.IndexFunc(rs, func(x roundRatio) bool { return x.round == r })
+					if i < 0 {
+						row += " – |"
+					} else {
+						row += fmt.Sprintf(" %.2f |", rs[i].v)
+					}
+				}
+				if med, lo, hi := ratioStats(rs); len(rs) > 0 {
+					row += fmt.Sprintf(" %.2f | %.2f–%.2f |", med, lo, hi)
+				} else {
+					row += " – | – |"
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Println("\n### linktrack CPU / Go floor CPU, per round")
+	head, sep := "\n| origin | client | contenders |", "|---|---|---|"
+	for r := 1; r <= cfg.rounds; r++ {
+		head += fmt.Sprintf(" round %d |", r)
+		sep += "---:|"
+	}
+	fmt.Println(head + " median | range |")
+	fmt.Println(sep + "---:|---:|")
+	for _, row := range rows {
+		fmt.Println(row)
+	}
 }
 
 // describe is one paragraph on the setup, with tool versions.
