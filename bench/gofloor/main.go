@@ -19,6 +19,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"strconv"
@@ -46,6 +47,7 @@ func main() {
 	caFile := flag.String("ca", "", "CA PEM that signed the origin's certificate")
 	upstream := flag.String("upstream", "", "origin URL, e.g. https://localhost:8443 (required)")
 	host := flag.String("host", "", "Host sent to the origin (required)")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (default off)")
 	flag.Parse()
 	if *port == 0 || *upstream == "" || *host == "" {
 		log.Fatal("gofloor: -port, -upstream and -host are required")
@@ -122,9 +124,28 @@ func main() {
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 		ErrorLog:  log.New(io.Discard, "", 0),
 	}
+	if *pprofAddr != "" {
+		servePprof(*pprofAddr)
+	}
 	ln, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(*port))
 	if err != nil {
 		log.Fatalf("gofloor: %v", err)
 	}
 	log.Fatal(srv.ServeTLS(ln, "", ""))
+}
+
+// servePprof serves the profiling endpoints on a listener and mux of their
+// own, so that the proxy's handler stays what it is without -pprof.
+func servePprof(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Fatalf("gofloor: pprof: %v", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { log.Fatal(http.Serve(ln, mux)) }()
 }
