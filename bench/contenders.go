@@ -26,7 +26,10 @@ type setup struct {
 type contender struct {
 	key, name string
 	port      int
-	start     func(s *setup, port int) (*proc, error)
+	start     func(s *setup, c *contender) (*proc, error)
+	// pprofPort, when not 0, is where the contender serves
+	// /debug/pprof/ on 127.0.0.1 (BENCH_PROFILE: a and e only).
+	pprofPort int
 
 	proc   *proc
 	failed string // why it was dropped, "" while it is fine
@@ -76,6 +79,7 @@ func gcName(value string) string {
 }
 
 // caddyGlobal is the global options block shared by contenders a and b.
+// Its admin endpoint is off unless the contender is profiled.
 const caddyGlobal = `{
 	admin off
 	auto_https off
@@ -105,26 +109,32 @@ const stockSite = `https://%[1]s:%[2]d {
 }
 `
 
-func startLinktrack(s *setup, port int) (*proc, error) {
-	return startCaddy(s, "a", s.caddyBin, linktrackSite, port)
+func startLinktrack(s *setup, c *contender) (*proc, error) {
+	return startCaddy(s, c, "a", s.caddyBin, linktrackSite)
 }
 
 // startLinktrackGOGC starts linktrack as a) is, with the environment
 // of a BENCH_GOGC value.
-func startLinktrackGOGC(value string) func(s *setup, port int) (*proc, error) {
-	return func(s *setup, port int) (*proc, error) {
-		return startCaddy(s, "a"+value, s.caddyBin, linktrackSite, port, gcEnv(value)...)
+func startLinktrackGOGC(value string) func(s *setup, c *contender) (*proc, error) {
+	return func(s *setup, c *contender) (*proc, error) {
+		return startCaddy(s, c, "a"+value, s.caddyBin, linktrackSite, gcEnv(value)...)
 	}
 }
 
-func startStockCaddy(s *setup, port int) (*proc, error) {
-	return startCaddy(s, "b", s.caddyBin, stockSite, port)
+func startStockCaddy(s *setup, c *contender) (*proc, error) {
+	return startCaddy(s, c, "b", s.caddyBin, stockSite)
 }
 
 // startCaddy writes <dir>/<key>.Caddyfile and runs `caddy run` on it, with
-// Caddy's data and config directories inside the scratch directory.
-func startCaddy(s *setup, key, bin, site string, port int, extraEnv ...string) (*proc, error) {
-	cfg := caddyGlobal + "\n" + fmt.Sprintf(site, trackingHost, port, s.cert, s.key, s.originPort, s.ca)
+// Caddy's data and config directories inside the scratch directory. A
+// profiled contender gets Caddy's admin endpoint on its pprof port, for
+// the admin API's /debug/pprof/ (BENCH_PROFILE).
+func startCaddy(s *setup, c *contender, key, bin, site string, extraEnv ...string) (*proc, error) {
+	global := caddyGlobal
+	if c.pprofPort != 0 {
+		global = strings.Replace(global, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", c.pprofPort), 1)
+	}
+	cfg := global + "\n" + fmt.Sprintf(site, trackingHost, c.port, s.cert, s.key, s.originPort, s.ca)
 	key += "-" + s.originMode
 	path := filepath.Join(s.dir, key+".Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -195,14 +205,14 @@ func nginxTuned(originPort int) nginxConf {
 	}
 }
 
-func startNginx(conf func(originPort int) nginxConf) func(*setup, int) (*proc, error) {
-	return func(s *setup, port int) (*proc, error) {
+func startNginx(conf func(originPort int) nginxConf) func(*setup, *contender) (*proc, error) {
+	return func(s *setup, ct *contender) (*proc, error) {
 		c := conf(s.originPort)
 		prefix := filepath.Join(s.dir, "nginx-"+c.key+"-"+s.originMode)
 		if err := os.MkdirAll(prefix, 0o755); err != nil {
 			return nil, err
 		}
-		cfg := fmt.Sprintf(nginxMain, prefix, c.httpBlock, port, trackingHost, s.cert, s.key, c.proxyPass, s.ca)
+		cfg := fmt.Sprintf(nginxMain, prefix, c.httpBlock, ct.port, trackingHost, s.cert, s.key, c.proxyPass, s.ca)
 		path := filepath.Join(prefix, "nginx.conf")
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -219,16 +229,20 @@ func startNginx(conf func(originPort int) nginxConf) func(*setup, int) (*proc, e
 
 // startGoFloor runs bench/gofloor, the leanest faithful Go proxy: HTTP/1.1
 // keep-alive to the origin whatever the origin offers; env adds GOGC
-// settings.
-func startGoFloor(env []string) func(s *setup, port int) (*proc, error) {
-	return func(s *setup, port int) (*proc, error) {
+// settings. A profiled Go floor serves net/http/pprof on its pprof port.
+func startGoFloor(env []string) func(s *setup, c *contender) (*proc, error) {
+	return func(s *setup, c *contender) (*proc, error) {
 		name := "gofloor"
 		if len(env) > 0 {
 			name += "-" + strings.Join(env, "-")
 		}
-		return startProc(name, filepath.Join(s.dir, name+"-"+s.originMode+".log"), env,
-			filepath.Join(s.dir, "gofloor"), "-port", fmt.Sprint(port),
+		args := []string{"-port", fmt.Sprint(c.port),
 			"-cert", s.cert, "-key", s.key, "-ca", s.ca,
-			"-upstream", fmt.Sprintf("https://localhost:%d", s.originPort), "-host", trackingHost)
+			"-upstream", fmt.Sprintf("https://localhost:%d", s.originPort), "-host", trackingHost}
+		if c.pprofPort != 0 {
+			args = append(args, "-pprof", fmt.Sprintf("127.0.0.1:%d", c.pprofPort))
+		}
+		return startProc(name, filepath.Join(s.dir, name+"-"+s.originMode+".log"), env,
+			filepath.Join(s.dir, "gofloor"), args...)
 	}
 }

@@ -23,6 +23,9 @@
 //	BENCH_GOGC      GOGC values for extra linktrack and Go floor contenders
 //	                run beside a) and e), each optionally with @GOMEMLIMIT,
 //	                e.g. "200,400,off@512MiB" (default none)
+//	BENCH_PROFILE   a directory (relative to the repository root) for CPU
+//	                profiles of linktrack and the Go floor, taken in one
+//	                extra, untimed run each after the rounds (default none)
 package main
 
 import (
@@ -49,12 +52,14 @@ type config struct {
 	clients          []string // "keepalive", "close"
 	keep             bool
 	gogc             []string // GOGC values of extra linktrack contenders
+	profileDir       string   // BENCH_PROFILE, absolute; "" for no profiles
 }
 
 // scenario is one origin kind and the contenders run against it.
 type scenario struct {
-	origin string
-	cs     []*contender
+	origin   string
+	cs       []*contender
+	profiles []*profileRun // BENCH_PROFILE's runs, by client mode, a before e
 }
 
 func main() {
@@ -130,12 +135,19 @@ func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (
 			sc.cs = append(sc.cs, c)
 		}
 	}
-	ports, err := freePorts(len(sc.cs))
+	nports := len(sc.cs)
+	if cfg.profileDir != "" {
+		nports *= 2 // a pprof port each, of which a and e use theirs
+	}
+	ports, err := freePorts(nports)
 	if err != nil {
 		return nil, err
 	}
 	for i, c := range sc.cs {
 		c.port = ports[i]
+		if cfg.profileDir != "" && (c.key == "a" || c.key == "e") {
+			c.pprofPort = ports[len(sc.cs)+i]
+		}
 		launch(ctx, s, c)
 	}
 	defer func() {
@@ -153,6 +165,9 @@ func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (
 				}
 			}
 		}
+	}
+	if cfg.profileDir != "" {
+		profileScenario(ctx, cfg, s, sc)
 	}
 	return sc, nil
 }
@@ -222,6 +237,10 @@ func loadConfig() (config, error) {
 			cfg.gogc = append(cfg.gogc, x)
 		}
 	}
+	if v := os.Getenv("BENCH_PROFILE"); v != "" && err == nil {
+		// the working directory is the repository root (see run)
+		cfg.profileDir, err = filepath.Abs(v)
+	}
 	return cfg, err
 }
 
@@ -236,6 +255,11 @@ func prepare(ctx context.Context, cfg config) (*setup, error) {
 	s := &setup{
 		dir: dir, ca: filepath.Join(dir, "ca.pem"),
 		cert: filepath.Join(dir, "link.pem"), key: filepath.Join(dir, "link.key"),
+	}
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			return s, fmt.Errorf("BENCH_PROFILE: %v", err)
+		}
 	}
 	for _, tool := range []string{"wrk", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -319,7 +343,7 @@ func launch(ctx context.Context, s *setup, c *contender) {
 			c.proc.stop()
 		}
 	}
-	p, err := c.start(s, c.port)
+	p, err := c.start(s, c)
 	if err != nil {
 		fail(err)
 		return
@@ -344,49 +368,72 @@ func launch(ctx context.Context, s *setup, c *contender) {
 // measure runs one warm-up and one timed wrk run against c, sampling the
 // CPU time of c's process tree (and of the origin) around the timed run.
 func measure(ctx context.Context, cfg config, s *setup, c *contender, round int, client string) {
-	fail := func(err error) {
+	rr, err := timedRun(ctx, cfg, s, c, client, nil)
+	if err != nil {
 		c.failed = fmt.Sprintf("round %d: %v", round, err)
 		if ctx.Err() == nil { // an interrupt is reported once, by run
 			fmt.Printf("  ERROR %s) %s: %s\n", c.key, c.name, c.failed)
 		}
 		c.proc.stop()
-	}
-	if !c.proc.alive() {
-		fail(fmt.Errorf("process exited: %v\n%s", c.proc.err, c.proc.logTail(10)))
 		return
+	}
+	rr.round = round
+	c.rounds = append(c.rounds, rr)
+	fmt.Printf("  round %d %-9s %s) %-34s %s\n", round, client, c.key, c.name, rr.line())
+}
+
+// timedRun runs the warm-up and then the timed run against c in client
+// mode cm, and returns the timed run's figures. alongside, if not nil,
+// runs while wrk does, started just before it (a profile's fetch); its
+// error fails the run too.
+func timedRun(ctx context.Context, cfg config, s *setup, c *contender, cm string,
+	alongside func(context.Context) error) (roundResult, error) {
+	if !c.proc.alive() {
+		return roundResult{}, fmt.Errorf("process exited: %v\n%s", c.proc.err, c.proc.logTail(10))
 	}
 	script := filepath.Join(s.dir, "report.lua")
 	if err := os.WriteFile(script, reportLua, 0o644); err != nil {
-		fail(err)
-		return
+		return roundResult{}, err
 	}
 	if cfg.warmup > 0 {
-		if _, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.warmup, client == "close"); err != nil {
-			fail(fmt.Errorf("warm-up: %v", err))
-			return
+		if _, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.warmup, cm == "close"); err != nil {
+			return roundResult{}, fmt.Errorf("warm-up: %v", err)
 		}
+	}
+	var side chan error
+	if alongside != nil {
+		side = make(chan error, 1)
+		go func() { side <- alongside(ctx) }()
 	}
 	cpu0, _ := treeCPU(c.proc.pid())
 	ocpu0, _ := treeCPU(s.origin.pid())
-	res, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.duration, client == "close")
+	res, err := runWrk(ctx, script, c.port, cfg.threads, cfg.conns, cfg.duration, cm == "close")
 	cpu1, nprocs := treeCPU(c.proc.pid())
 	ocpu1, _ := treeCPU(s.origin.pid())
+	if side != nil {
+		// after the CPU samples: what alongside costs the contender once
+		// wrk is done (writing a profile out) is not the run's
+		if sideErr := <-side; err == nil {
+			err = sideErr
+		}
+	}
 	if err != nil {
-		fail(err)
-		return
+		return roundResult{}, err
 	}
 	if res.Requests == 0 {
-		fail(fmt.Errorf("no requests completed (%s)", res.ErrorsText))
-		return
+		return roundResult{}, fmt.Errorf("no requests completed (%s)", res.ErrorsText)
 	}
-	rr := roundResult{
-		round: round, client: client, wrk: res, procs: nprocs,
+	return roundResult{
+		client: cm, wrk: res, procs: nprocs,
 		cpuUs:       (cpu1 - cpu0) * 1e6 / float64(res.Requests),
 		originCPUUs: (ocpu1 - ocpu0) * 1e6 / float64(res.Requests),
-	}
-	c.rounds = append(c.rounds, rr)
-	fmt.Printf("  round %d %-9s %s) %-34s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %6.1f µs/req (%d procs)  origin CPU %6.1f µs/req%s\n",
-		round, client, c.key, c.name, res.RPS(), res.P50us/1e3, res.P99us/1e3, rr.cpuUs, nprocs, rr.originCPUUs, errNote(res))
+	}, nil
+}
+
+// line is a run's figures as the progress lines print them.
+func (rr roundResult) line() string {
+	return fmt.Sprintf("%9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %6.1f µs/req (%d procs)  origin CPU %6.1f µs/req%s",
+		rr.wrk.RPS(), rr.wrk.P50us/1e3, rr.wrk.P99us/1e3, rr.cpuUs, rr.procs, rr.originCPUUs, errNote(rr.wrk))
 }
 
 func errNote(r wrkResult) string {

@@ -72,6 +72,7 @@ func printReport(cfg config, s *setup, scenarios []*scenario) {
 	}
 	fmt.Println("\np50 and p99 are medians over rounds of wrk's per-run percentiles; wrk starts a request's " +
 		"clock when it writes it, so with Connection: close the client's handshake is not in them.")
+	printProfiles(cfg, scenarios)
 
 	fmt.Println("\n### Raw rounds")
 	fmt.Println("\n| origin | client | round | contender | req/s | p50 ms | p99 ms | proxy CPU µs/req | origin CPU µs/req | procs | errors |")

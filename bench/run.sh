@@ -11,7 +11,8 @@
 # Optional environment: BENCH_DURATION (s per timed run, default 10),
 # BENCH_ROUNDS (default 3), BENCH_CONNS (default 64), BENCH_THREADS (2),
 # BENCH_WARMUP (s, default 2), BENCH_ONLY (e.g. "a,e"), BENCH_ORIGIN
-# (h1,h2), BENCH_CLIENT (keepalive,close), BENCH_KEEP=1.
+# (h1,h2), BENCH_CLIENT (keepalive,close), BENCH_KEEP=1, BENCH_GOGC,
+# BENCH_PROFILE (a directory for CPU profiles of linktrack and the Go floor).
 #
 # It installs wrk and nginx with apt-get when missing (needs root), builds
 # the Go orchestrator (bench/*.go) and runs it. The orchestrator builds

@@ -9,6 +9,9 @@
 // It does less than a real proxy must (hop-by-hop fields are dropped, but
 // no X-Forwarded-*, no limits, no failure classes, no replay guard), so
 // it is a floor for what any Go proxy costs, not a contender to deploy.
+//
+// With -pprof it also serves net/http/pprof, on a listener of its own,
+// for the bench's BENCH_PROFILE.
 package main
 
 import (
