@@ -107,3 +107,57 @@ func TestParseCPUProfile(t *testing.T) {
 		t.Error("parseCPUProfile of junk: no error")
 	}
 }
+
+// pb is a minimal protobuf encoder for hand-made profiles.
+type pb []byte
+
+func (b pb) varint(v uint64) pb {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+func (b pb) uint(num int, v uint64) pb { return b.varint(uint64(num) << 3).varint(v) }
+
+func (b pb) bytes(num int, data []byte) pb {
+	return append(b.varint(uint64(num)<<3|2).varint(uint64(len(data))), data...)
+}
+
+// TestParseCPUProfileByHand decodes a profile that is not gzipped, with
+// location ids not packed, values packed, a location holding an inlined
+// call, and fields the decoder skips.
+func TestParseCPUProfileByHand(t *testing.T) {
+	var p pb
+	for _, s := range []string{"", "samples", "count", "cpu", "nanoseconds", "leaf", "inlined", "root"} {
+		p = p.bytes(6, []byte(s)) // string_table
+	}
+	p = p.bytes(1, pb{}.uint(1, 1).uint(2, 2)) // sample_type samples/count
+	p = p.bytes(1, pb{}.uint(1, 3).uint(2, 4)) // sample_type cpu/nanoseconds
+	for id, name := range []uint64{5, 6, 7} {
+		p = p.bytes(5, pb{}.uint(1, uint64(id+1)).uint(2, name).uint(5, 42)) // function
+	}
+	// location 1: leaf; location 2: inlined in root, innermost first
+	p = p.bytes(4, pb{}.uint(1, 1).uint(3, 0x1234).bytes(4, pb{}.uint(1, 1).uint(2, 10)))
+	p = p.bytes(4, pb{}.uint(1, 2).bytes(4, pb{}.uint(1, 2)).bytes(4, pb{}.uint(1, 3)))
+	values := pb{}.varint(3).varint(30000000)
+	p = p.bytes(2, pb{}.uint(1, 1).uint(1, 2).bytes(2, values)) // sample
+	p = p.uint(10, 5e9)                                         // duration_nanos
+	p = append(p.varint(12<<3|1), 1, 2, 3, 4, 5, 6, 7, 8)       // a fixed64, skipped
+
+	got, err := parseCPUProfile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.duration.Seconds() != 5 || len(got.samples) != 1 {
+		t.Fatalf("duration %v, %d samples", got.duration, len(got.samples))
+	}
+	s := got.samples[0]
+	if s.nanos != 30000000 || strings.Join(s.frames, " ") != "leaf inlined root" {
+		t.Errorf("sample %d ns, frames %q, want 30000000 ns, leaf inlined root", s.nanos, s.frames)
+	}
+	if _, err := parseCPUProfile(p[:len(p)-3]); err == nil {
+		t.Error("a truncated profile: no error")
+	}
+}
