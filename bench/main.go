@@ -23,9 +23,10 @@
 //	BENCH_GOGC      GOGC values for extra linktrack and Go floor contenders
 //	                run beside a) and e), each optionally with @GOMEMLIMIT,
 //	                e.g. "200,400,off@512MiB" (default none)
-//	BENCH_PROFILE   a directory (relative to the repository root) for CPU
-//	                profiles of linktrack and the Go floor, taken in one
-//	                extra, untimed run each after the rounds (default none)
+//	BENCH_PROFILE   a directory (absolute, or relative to the repository
+//	                root) for CPU profiles of linktrack and the Go floor,
+//	                each from one extra run after the rounds, outside the
+//	                medians (default none)
 package main
 
 import (

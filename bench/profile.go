@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -30,6 +31,9 @@ type profileRun struct {
 // once more (warm-up, then the timed run) while fetching a CPU profile of
 // the timed window from the contender's pprof port.
 func profileScenario(ctx context.Context, cfg config, s *setup, sc *scenario) {
+	if !slices.ContainsFunc(sc.cs, func(c *contender) bool { return c.pprofPort != 0 && c.failed == "" }) {
+		return
+	}
 	step(fmt.Sprintf("profiling a) and e) against the %s origin, one run each per client mode, not in the medians", sc.origin))
 	for _, cm := range cfg.clients {
 		for _, c := range sc.cs {
@@ -50,6 +54,8 @@ func profileScenario(ctx context.Context, cfg config, s *setup, sc *scenario) {
 	}
 }
 
+// profileOne runs c once in client mode cm under a CPU profile, and writes
+// the profile to BENCH_PROFILE's directory.
 func profileOne(ctx context.Context, cfg config, s *setup, c *contender, origin, cm string) *profileRun {
 	who := "linktrack"
 	if c.key == "e" {
@@ -242,7 +248,7 @@ func byCategory(p *cpuProfile) [numCats]int64 {
 // printProfiles prints "Where the time goes": per origin and client mode,
 // each profiled contender's CPU per request by category.
 func printProfiles(cfg config, scenarios []*scenario) {
-	if cfg.profileDir == "" {
+	if !slices.ContainsFunc(scenarios, func(sc *scenario) bool { return len(sc.profiles) > 0 }) {
 		return
 	}
 	fmt.Printf("\n### Where the time goes\n\n")
