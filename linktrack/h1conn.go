@@ -43,7 +43,7 @@ type h1Conn struct {
 	// per request, reused to spare allocations
 	keys      []string
 	body      h1Body
-	fixed     fixedBody
+	plain     plainResponse
 	peekByte  [1]byte
 	peekQuiet bool
 	peekFn    func(fd uintptr) bool
@@ -215,7 +215,7 @@ func (c *h1Conn) roundTrip(req h1Request) (res *http.Response, written bool, err
 	out := req.request()
 	c.awaitHead(out.Context())
 	c.wire.readLimit = c.client.maxHeaderBytes
-	res = readPlainResponse(c.br, out, &c.fixed)
+	res = readPlainResponse(c.br, out, &c.plain)
 	for res == nil {
 		res, err = http.ReadResponse(c.br, out)
 		// 1xx responses other than 101 are skipped, within one limit

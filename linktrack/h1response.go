@@ -19,23 +19,32 @@ import (
 // the buffer, it returns nil and consumes nothing, so that
 // http.ReadResponse reads the same bytes. The response it returns is
 // the one http.ReadResponse returns; its body reads from br.
-func readPlainResponse(br *bufio.Reader, out *http.Request, body *fixedBody) *http.Response {
+func readPlainResponse(br *bufio.Reader, out *http.Request, pr *plainResponse) *http.Response {
 	if out.Method == http.MethodHead {
 		return nil
 	}
 	head := peekHead(br)
-	if head == nil {
-		return nil
-	}
-	res := parsePlainHead(head)
-	if res == nil {
+	if head == nil || !pr.parse(head) {
 		return nil
 	}
 	br.Discard(len(head))
+	res := &pr.res
 	res.Request = out
-	*body = fixedBody{br: br, left: res.ContentLength}
-	res.Body = body
+	pr.body = fixedBody{br: br, left: res.ContentLength}
+	res.Body = &pr.body
 	return res
+}
+
+// plainResponse is what the plain-head reader fills, one per
+// connection: the response, its header map and its body, reused by the
+// connection's next response. That one is read only after the body's
+// Close handed the connection back, when the handler is done with this
+// response. The field values are the response's own (the handler's
+// header map keeps them); only the containers are reused.
+type plainResponse struct {
+	res    http.Response
+	header http.Header
+	body   fixedBody
 }
 
 // peekHead returns the bytes of the response head, up to its empty
@@ -70,27 +79,31 @@ func peekHead(br *bufio.Reader) []byte {
 	}
 }
 
-// parsePlainHead parses a whole response head of the plain shape, or
-// returns nil.
-func parsePlainHead(head []byte) *http.Response {
+// parse parses a whole response head of the plain shape into pr, or
+// reports false.
+func (pr *plainResponse) parse(head []byte) bool {
 	s := string(head) // one allocation for every name and value
 	line, rest, _ := strings.Cut(s, "\r\n")
 	if len(line) < len("HTTP/1.1 200") || line[:9] != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
-		return nil
+		return false
 	}
 	code := 0
 	for _, c := range []byte(line[9:12]) {
 		if c < '0' || c > '9' {
-			return nil
+			return false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil
+		return false
 	}
 
 	lines := strings.Count(rest, "\r\n") - 1
-	header := make(http.Header, lines)
+	if pr.header == nil {
+		pr.header = make(http.Header, lines)
+	}
+	header := pr.header
+	clear(header)
 	values := make([]string, 0, lines) // backs every field's values, as textproto does
 	length := int64(-1)
 	for {
@@ -101,20 +114,20 @@ func parsePlainHead(head []byte) *http.Response {
 		}
 		name, value, ok := strings.Cut(field, ":")
 		if !ok || !canonicalToken(name) || !plainValue(value) {
-			return nil
+			return false
 		}
 		value = strings.Trim(value, " \t")
 		switch name {
 		case "Transfer-Encoding", "Trailer", "Pragma":
-			return nil
+			return false
 		case "Content-Length":
 			if length >= 0 || len(value) == 0 || len(value) > 18 {
-				return nil
+				return false
 			}
 			length = 0
 			for _, c := range []byte(value) {
 				if c < '0' || c > '9' {
-					return nil
+					return false
 				}
 				length = length*10 + int64(c-'0')
 			}
@@ -129,10 +142,10 @@ func parsePlainHead(head []byte) *http.Response {
 		header[name] = values[len(values)-1 : len(values) : len(values)]
 	}
 	if length < 0 {
-		return nil
+		return false
 	}
 
-	res := &http.Response{
+	pr.res = http.Response{
 		Status:        line[9:],
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
@@ -143,10 +156,10 @@ func parsePlainHead(head []byte) *http.Response {
 	}
 	if httpguts.HeaderValuesContainsToken(header["Connection"], "close") {
 		// as http.ReadResponse: the field goes, the connection closes
-		res.Close = true
+		pr.res.Close = true
 		delete(header, "Connection")
 	}
-	return res
+	return true
 }
 
 // canonicalToken reports whether name is a field name already in the

@@ -50,10 +50,10 @@ func TestPlainResponseReadsWhatReadResponseReads(t *testing.T) {
 				want, wantBody, wantErr, wantRest := readWith(t, tc.raw, func(br *bufio.Reader) (*http.Response, error) {
 					return http.ReadResponse(br, req)
 				})
-				var fixed fixedBody
+				var pr plainResponse
 				plain := false
 				got, gotBody, gotErr, gotRest := readWith(t, tc.raw, func(br *bufio.Reader) (*http.Response, error) {
-					if res := readPlainResponse(br, req, &fixed); res != nil {
+					if res := readPlainResponse(br, req, &pr); res != nil {
 						plain = true
 						return res, nil
 					}
@@ -122,4 +122,42 @@ func (h iotestHalfReader) Read(p []byte) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// TestPlainResponseReuseKeepsValues: a connection's next response reuses
+// the response and its header map, never the values a handler copied
+// from the previous one, which Caddy may still read (an access log of
+// the response's fields, after the handler returns).
+func TestPlainResponseReuseKeepsValues(t *testing.T) {
+	var pr plainResponse
+	read := func(raw string) http.Header {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://origin.example/", nil)
+		res := readPlainResponse(bufio.NewReader(strings.NewReader(raw)), req, &pr)
+		if res == nil {
+			t.Fatalf("not read as a plain head: %q", raw)
+		}
+		copied := make(http.Header)
+		for name, values := range res.Header {
+			copied[name] = values // as writeResponse does
+		}
+		return copied
+	}
+	first := read("HTTP/1.1 302 Found\r\nLocation: /first\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n")
+	second := read("HTTP/1.1 200 OK\r\nLocation: /second\r\nSet-Cookie: b=2\r\nX-More: 1\r\nContent-Length: 0\r\n\r\n")
+	if got := first["Location"]; len(got) != 1 || got[0] != "/first" {
+		t.Errorf("first response's Location after the second was read: %q", got)
+	}
+	if got := first["Set-Cookie"]; len(got) != 1 || got[0] != "a=1" {
+		t.Errorf("first response's Set-Cookie after the second was read: %q", got)
+	}
+	if _, ok := first["X-More"]; ok {
+		t.Error("first response's fields gained the second's X-More")
+	}
+	if got := second["Location"]; len(got) != 1 || got[0] != "/second" {
+		t.Errorf("second response's Location: %q", got)
+	}
+	if pr.res.StatusCode != http.StatusOK || len(pr.header) != 4 {
+		t.Errorf("reused response: status %d, %d fields, want 200 and 4", pr.res.StatusCode, len(pr.header))
+	}
 }

@@ -183,8 +183,7 @@ func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tena
 		if err != nil {
 			return p.failure(r, tenant, time.Since(start), err)
 		}
-		p.metrics.observe(res.StatusCode, time.Since(start))
-		return res.StatusCode, p.writeResponse(w, res)
+		return p.respond(w, res, start)
 	}
 	out := p.outgoingRequest(w, r, host, maxBodySize)
 	var res *http.Response
@@ -211,6 +210,14 @@ func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tena
 		}
 		return p.failure(r, tenant, time.Since(start), err)
 	}
-	p.metrics.observe(res.StatusCode, time.Since(start))
-	return res.StatusCode, p.writeResponse(w, res)
+	return p.respond(w, res, start)
+}
+
+// respond records the origin's answer and copies it to the client. The
+// status is read first: the lean client reuses res for the
+// connection's next response once the body is closed.
+func (p *originProxy) respond(w http.ResponseWriter, res *http.Response, start time.Time) (int, error) {
+	status := res.StatusCode
+	p.metrics.observe(status, time.Since(start))
+	return status, p.writeResponse(w, res)
 }

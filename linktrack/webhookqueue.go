@@ -177,7 +177,10 @@ func (q *webhookQueue) attempt(d *webhookDelivery) {
 	}
 	m.failed.Inc()
 	d.failed++
-	delay := webhookBackoff(q.retryDelay, d.failed)
+	// d belongs to this call only until its retry is scheduled: the
+	// retry may run, on another worker, before this call has logged
+	attempts := d.failed
+	delay := webhookBackoff(q.retryDelay, attempts)
 	next := time.Now().Add(delay)
 	q.mu.Lock()
 	if q.closed {
@@ -191,7 +194,7 @@ func (q *webhookQueue) attempt(d *webhookDelivery) {
 		q.mu.Unlock()
 		m.dropped.WithLabelValues("max_age").Inc()
 		q.logger.Error("webhook delivery dropped after max_age",
-			zap.String("url", loggedURL(d.url)), zap.String("id", d.id), zap.Int("attempts", d.failed),
+			zap.String("url", loggedURL(d.url)), zap.String("id", d.id), zap.Int("attempts", attempts),
 			zap.Duration("max_age", q.maxAge), zap.Error(err))
 		return
 	}
@@ -202,7 +205,7 @@ func (q *webhookQueue) attempt(d *webhookDelivery) {
 		log = q.logger.Warn
 	}
 	log("webhook delivery failed; retrying", zap.String("url", loggedURL(d.url)), zap.String("id", d.id),
-		zap.Int("attempts", d.failed), zap.Time("next_try", next), zap.Error(err))
+		zap.Int("attempts", attempts), zap.Time("next_try", next), zap.Error(err))
 }
 
 // retry queues a delivery whose retry delay ended.
