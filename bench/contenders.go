@@ -1,6 +1,6 @@
 package main
 
-// The five contenders: how each is configured and started. Edit the
+// The six contenders: how each is configured and started. Edit the
 // templates here when the linktrack Caddyfile syntax changes.
 
 import (
@@ -36,9 +36,9 @@ type contender struct {
 	rounds []roundResult
 }
 
-// contenders returns the five contenders, plus linktrack and the Go
-// floor once more for each GOGC value in gogc, keyed "a<value>" and
-// "e<value>", run when a) and e) are.
+// contenders returns the six contenders, plus linktrack and both Go
+// floors once more for each GOGC value in gogc, keyed "a<value>",
+// "e<value>" and "f<value>", run when a), e) and f) are.
 func contenders(gogc []string) []*contender {
 	cs := []*contender{
 		{key: "a", name: "linktrack", start: startLinktrack},
@@ -50,11 +50,16 @@ func contenders(gogc []string) []*contender {
 		&contender{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
 		&contender{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
 		&contender{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
-		&contender{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor(nil)},
+		&contender{key: "e", name: "the Go floor (net/http + Transport)", start: startGoFloor(gofloorBin, nil)},
 	)
 	// the Go floor at the same settings, so that each ratio is like for like
 	for _, v := range gogc {
-		cs = append(cs, &contender{key: "e" + v, name: "the Go floor, GOGC=" + gcName(v), start: startGoFloor(gcEnv(v))})
+		cs = append(cs, &contender{key: "e" + v, name: "the Go floor, GOGC=" + gcName(v), start: startGoFloor(gofloorBin, gcEnv(v))})
+	}
+	// and built with PGO, as linktrack is once cmd/caddy has a default.pgo
+	cs = append(cs, &contender{key: "f", name: "the Go floor, built with PGO", start: startGoFloor(gofloorPGOBin, nil)})
+	for _, v := range gogc {
+		cs = append(cs, &contender{key: "f" + v, name: "the Go floor with PGO, GOGC=" + gcName(v), start: startGoFloor(gofloorPGOBin, gcEnv(v))})
 	}
 	return cs
 }
@@ -227,12 +232,28 @@ func startNginx(conf func(originPort int) nginxConf) func(*setup, *contender) (*
 	}
 }
 
-// startGoFloor runs bench/gofloor, the leanest faithful Go proxy: HTTP/1.1
-// keep-alive to the origin whatever the origin offers; env adds GOGC
-// settings. A profiled Go floor serves net/http/pprof on its pprof port.
-func startGoFloor(env []string) func(s *setup, c *contender) (*proc, error) {
+// The Go floor's two builds in the scratch directory: e) a plain `go
+// build`, f) one with -pgo=gofloorPGO (see prepare).
+const (
+	gofloorBin    = "gofloor"
+	gofloorPGOBin = "gofloor-pgo"
+)
+
+// gofloorPGO is f)'s profile, merged from the Go floor's BENCH_PROFILE
+// profiles. It is not named default.pgo, which `go build` would pick up
+// for e) too. To make it again, from the repository root:
+//
+//	BENCH_ONLY=a,e BENCH_ORIGIN=h1,h2 BENCH_CLIENT=keepalive,close BENCH_DURATION=8 BENCH_ROUNDS=1 BENCH_PROFILE=/tmp/floorprof bash bench/run.sh
+//	go tool pprof -proto /tmp/floorprof/gofloor-*.pprof > bench/gofloor/gofloor.pgo
+const gofloorPGO = "bench/gofloor/gofloor.pgo"
+
+// startGoFloor runs bin, a build of bench/gofloor in the scratch
+// directory: the leanest faithful Go proxy, HTTP/1.1 keep-alive to the
+// origin whatever the origin offers; env adds GOGC settings. A profiled Go
+// floor serves net/http/pprof on its pprof port.
+func startGoFloor(bin string, env []string) func(s *setup, c *contender) (*proc, error) {
 	return func(s *setup, c *contender) (*proc, error) {
-		name := "gofloor"
+		name := bin
 		if len(env) > 0 {
 			name += "-" + strings.Join(env, "-")
 		}
@@ -243,6 +264,6 @@ func startGoFloor(env []string) func(s *setup, c *contender) (*proc, error) {
 			args = append(args, "-pprof", fmt.Sprintf("127.0.0.1:%d", c.pprofPort))
 		}
 		return startProc(name, filepath.Join(s.dir, name+"-"+s.originMode+".log"), env,
-			filepath.Join(s.dir, "gofloor"), args...)
+			filepath.Join(s.dir, bin), args...)
 	}
 }

@@ -1,11 +1,11 @@
 // Command bench measures linktrack against stock Caddy reverse_proxy,
 // nginx (as providers document it, and tuned) and the Go floor (the
-// leanest faithful Go proxy), all proxying TLS clicks on loopback to one
-// stand-in origin, once with an HTTP/1.1-only origin and once with an
-// origin that offers HTTP/2, and with clients that keep connections
-// alive and clients that open a new TLS connection per click. Run it
-// through bench/run.sh, which installs wrk and nginx first; see
-// bench/README.md.
+// leanest faithful Go proxy, built plainly and with PGO), all proxying
+// TLS clicks on loopback to one stand-in origin, once with an
+// HTTP/1.1-only origin and once with an origin that offers HTTP/2, and
+// with clients that keep connections alive and clients that open a new
+// TLS connection per click. Run it through bench/run.sh, which installs
+// wrk and nginx first; see bench/README.md.
 //
 // Environment (all optional):
 //
@@ -14,14 +14,14 @@
 //	BENCH_CONNS     wrk connections (default 64)
 //	BENCH_THREADS   wrk threads (default 2)
 //	BENCH_WARMUP    untimed warm-up seconds before each timed run (default 2)
-//	BENCH_ONLY      contenders to run, e.g. "a,e" (default all: a,b,c,d,e)
+//	BENCH_ONLY      contenders to run, e.g. "a,e" (default all: a,b,c,d,e,f)
 //	BENCH_ORIGIN    origin kinds, in order: h1 (HTTP/1.1 only), h2 (offers
 //	                HTTP/2 and HTTP/1.1) (default "h1,h2")
 //	BENCH_CLIENT    client modes: keepalive, close (a new connection per
 //	                request, "Connection: close") (default "keepalive,close")
 //	BENCH_KEEP      1 keeps the scratch directory (configs, logs)
 //	BENCH_GOGC      GOGC values for extra linktrack and Go floor contenders
-//	                run beside a) and e), each optionally with @GOMEMLIMIT,
+//	                run beside a), e) and f), each optionally with @GOMEMLIMIT,
 //	                e.g. "200,400,off@512MiB" (default none)
 //	BENCH_PROFILE   a directory (absolute, or relative to the repository
 //	                root) for CPU profiles of linktrack and the Go floor,
@@ -195,12 +195,12 @@ func loadConfig() (config, error) {
 	cfg.warmup = time.Duration(num("BENCH_WARMUP", 2, 0, 60)) * time.Second
 	only := os.Getenv("BENCH_ONLY")
 	if only == "" {
-		only = "a,b,c,d,e"
+		only = "a,b,c,d,e,f"
 	}
 	for _, k := range strings.Split(only, ",") {
 		k = strings.TrimSpace(k)
-		if k < "a" || k > "e" || len(k) != 1 {
-			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-e separated by commas", only)
+		if k < "a" || k > "f" || len(k) != 1 {
+			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-f separated by commas", only)
 		}
 		cfg.only[k] = true
 	}
@@ -275,6 +275,15 @@ func prepare(ctx context.Context, cfg config) (*setup, error) {
 	for _, pkg := range []string{"certs", "origin", "gofloor"} {
 		if out, err := goBuild(ctx, filepath.Join(dir, pkg), "./bench/"+pkg); err != nil {
 			return s, fmt.Errorf("building bench/%s: %v\n%s", pkg, err, out)
+		}
+	}
+	if cfg.only["f"] {
+		step("building bench/gofloor with -pgo=" + gofloorPGO + " for f)")
+		if _, err := os.Stat(gofloorPGO); err != nil {
+			return s, fmt.Errorf("f) needs %s (bench/README.md says how to make it): %v", gofloorPGO, err)
+		}
+		if out, err := goBuild(ctx, filepath.Join(dir, gofloorPGOBin), "./bench/gofloor", "-pgo="+gofloorPGO); err != nil {
+			return s, fmt.Errorf("building bench/gofloor with PGO: %v\n%s", err, lastLines(out, 8))
 		}
 	}
 	if out, err := exec.CommandContext(ctx, filepath.Join(dir, "certs"), "-dir", dir).CombinedOutput(); err != nil {
@@ -444,9 +453,10 @@ func errNote(r wrkResult) string {
 	return "  errors: " + r.ErrorsText
 }
 
-// goBuild runs `go build -o out pkg` from the repository root.
-func goBuild(ctx context.Context, out, pkg string) (string, error) {
-	b, err := exec.CommandContext(ctx, "go", "build", "-o", out, pkg).CombinedOutput()
+// goBuild runs `go build -o out [flags] pkg` from the repository root.
+func goBuild(ctx context.Context, out, pkg string, flags ...string) (string, error) {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	b, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
 	return string(b), err
 }
 

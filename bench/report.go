@@ -152,8 +152,11 @@ func printTable(cfg config, sc *scenario, cm string) {
 	cpu := func(r roundResult) float64 { return r.cpuUs }
 	rps := func(r roundResult) float64 { return r.wrk.RPS() }
 	ratio("linktrack CPU / Go floor CPU", "a", "e", cpu, "µs/req")
+	// the least flattering comparison once linktrack itself is built with PGO
+	ratio("linktrack CPU / Go floor with PGO CPU", "a", "f", cpu, "µs/req")
 	for _, v := range cfg.gogc {
 		ratio("linktrack CPU / Go floor CPU, both at GOGC="+gcName(v), "a"+v, "e"+v, cpu, "µs/req")
+		ratio("linktrack CPU / Go floor with PGO CPU, both at GOGC="+gcName(v), "a"+v, "f"+v, cpu, "µs/req")
 	}
 	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
 	ratio("linktrack req/s / nginx-documented req/s", "a", "c", rps, "req/s")

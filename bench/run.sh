@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — benchmark linktrack against stock Caddy reverse_proxy,
 # nginx (documented config, and tuned with upstream keep-alive) and the Go
-# floor (bench/gofloor), against an HTTP/1.1-only origin and one that
+# floor (bench/gofloor, built plainly and with PGO), against an HTTP/1.1-only origin and one that
 # offers HTTP/2, with keep-alive and Connection: close clients.
 #
 # Usage, from anywhere in the repository:
