@@ -19,7 +19,6 @@ type setup struct {
 	originPort    int
 	originMode    string // "h1" or "h2", names the configs and logs of a scenario
 	caddyBin      string // ./cmd/caddy, with linktrack
-	caddyNoPGOBin string // the same, built with -pgo=off, for g)
 	nginxBin      string
 	origin        *proc
 }
@@ -37,7 +36,7 @@ type contender struct {
 	rounds []roundResult
 }
 
-// contenders returns the seven contenders, plus linktrack and both Go
+// contenders returns the six contenders, plus linktrack and both Go
 // floors once more for each GOGC value in gogc, keyed "a<value>",
 // "e<value>" and "f<value>", run when a), e) and f) are.
 func contenders(gogc []string) []*contender {
@@ -57,14 +56,11 @@ func contenders(gogc []string) []*contender {
 	for _, v := range gogc {
 		cs = append(cs, &contender{key: "e" + v, name: "the Go floor, GOGC=" + gcName(v), start: startGoFloor(gofloorBin, gcEnv(v))})
 	}
-	// and built with PGO, as linktrack is once cmd/caddy has a default.pgo
+	// and built with PGO: the strictest Go yardstick
 	cs = append(cs, &contender{key: "f", name: "the Go floor, built with PGO", start: startGoFloor(gofloorPGOBin, nil)})
 	for _, v := range gogc {
 		cs = append(cs, &contender{key: "f" + v, name: "the Go floor with PGO, GOGC=" + gcName(v), start: startGoFloor(gofloorPGOBin, gcEnv(v))})
 	}
-	// linktrack as it would be without cmd/caddy/default.pgo: what the
-	// profile is worth, measured in the same run
-	cs = append(cs, &contender{key: "g", name: "linktrack, built without PGO", start: startLinktrackNoPGO})
 	return cs
 }
 
@@ -128,12 +124,6 @@ func startLinktrackGOGC(value string) func(s *setup, c *contender) (*proc, error
 	return func(s *setup, c *contender) (*proc, error) {
 		return startCaddy(s, c, "a"+value, s.caddyBin, linktrackSite, gcEnv(value)...)
 	}
-}
-
-// startLinktrackNoPGO starts linktrack as a) is, from a build of
-// ./cmd/caddy with -pgo=off.
-func startLinktrackNoPGO(s *setup, c *contender) (*proc, error) {
-	return startCaddy(s, c, "g", s.caddyNoPGOBin, linktrackSite)
 }
 
 func startStockCaddy(s *setup, c *contender) (*proc, error) {
@@ -255,9 +245,7 @@ const (
 //
 //	BENCH_ONLY=a,e BENCH_ORIGIN=h1,h2 BENCH_CLIENT=keepalive,close BENCH_DURATION=8 BENCH_ROUNDS=1 BENCH_PROFILE=/tmp/benchprof bash bench/run.sh
 //	go tool pprof -proto /tmp/benchprof/gofloor-*.pprof > bench/gofloor/gofloor.pgo
-//
-// The same run makes linktrack's cmd/caddy/default.pgo from
-// /tmp/benchprof/linktrack-*.pprof.
+
 const gofloorPGO = "bench/gofloor/gofloor.pgo"
 
 // startGoFloor runs bin, a build of bench/gofloor in the scratch

@@ -158,7 +158,6 @@ func printTable(cfg config, sc *scenario, cm string) {
 		ratio("linktrack CPU / Go floor CPU, both at GOGC="+gcName(v), "a"+v, "e"+v, cpu, "µs/req")
 		ratio("linktrack CPU / Go floor with PGO CPU, both at GOGC="+gcName(v), "a"+v, "f"+v, cpu, "µs/req")
 	}
-	ratio("linktrack CPU / linktrack built without PGO CPU", "a", "g", cpu, "µs/req")
 	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
 	ratio("linktrack req/s / nginx-documented req/s", "a", "c", rps, "req/s")
 	ratio("linktrack CPU / nginx-tuned CPU", "a", "d", cpu, "µs/req")
@@ -225,7 +224,7 @@ func printPairedRounds(cfg config, scenarios []*scenario) {
 		for _, c := range sc.cs {
 			byKey[c.key] = c
 		}
-		keys := [][2]string{{"a", "e"}, {"a", "f"}, {"a", "g"}}
+		keys := [][2]string{{"a", "e"}, {"a", "f"}}
 		for _, v := range cfg.gogc {
 			keys = append(keys, [2]string{"a" + v, "e" + v})
 		}

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"debug/buildinfo"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -97,43 +96,6 @@ func TestXcaddyBuild(t *testing.T) {
 	if string(xcaddyList) != string(goList) {
 		t.Errorf("the xcaddy build lists\n%s\nthe go build of ./cmd/caddy lists\n%s", xcaddyList, goList)
 	}
-
-	// Both builds are optimized with the spec's profile.
-	if got, want := pgoSetting(t, output), pgoSetting(t, caddyBin); got != want {
-		t.Errorf("the xcaddy build has -pgo=%q, the go build of ./cmd/caddy -pgo=%q", got, want)
-	}
-}
-
-// TestBuildUsesProfile: the Caddy the tests run is built with the
-// profile xcaddy.json names, as `go build ./cmd/caddy` and `go run
-// ./cmd/caddy` are (they take cmd/caddy/default.pgo by themselves).
-func TestBuildUsesProfile(t *testing.T) {
-	spec, err := buildspec.Load(filepath.Join("..", "xcaddy.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if spec.PGO == "" {
-		t.Fatal("xcaddy.json names no pgo profile")
-	}
-	// -trimpath leaves the file's name
-	if got, want := pgoSetting(t, caddyBin), filepath.Base(spec.PGO); got != want {
-		t.Errorf("caddy is built with -pgo=%q, want %q", got, want)
-	}
-}
-
-// pgoSetting returns the -pgo build setting of a Go binary, "" if none.
-func pgoSetting(t *testing.T, bin string) string {
-	t.Helper()
-	info, err := buildinfo.ReadFile(bin)
-	if err != nil {
-		t.Fatalf("reading the build info of %s: %v", bin, err)
-	}
-	for _, s := range info.Settings {
-		if s.Key == "-pgo" {
-			return s.Value
-		}
-	}
-	return ""
 }
 
 // listedModule is one entry of `caddy list-modules --json`.

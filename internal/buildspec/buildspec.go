@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -28,11 +27,6 @@ type Spec struct {
 
 	// Extra `go build` flags, each one argument.
 	BuildFlags []string `json:"build_flags,omitempty"`
-
-	// A CPU profile for Go's profile-guided optimization, relative to
-	// xcaddy.json, e.g. "cmd/caddy/default.pgo". Both builds pass it
-	// with -pgo; empty builds without one.
-	PGO string `json:"pgo,omitempty"`
 }
 
 // Plugin is one module built into Caddy.
@@ -71,14 +65,6 @@ func Load(path string) (*Spec, error) {
 			return nil, fmt.Errorf("build spec %s: plugins[%d] (%s): set exactly one of version and replace", path, i, p.Module)
 		}
 	}
-	if s.PGO != "" {
-		if filepath.IsAbs(s.PGO) {
-			return nil, fmt.Errorf("build spec %s: pgo '%s' must be relative to the spec's directory", path, s.PGO)
-		}
-		if _, err := os.Stat(filepath.Join(filepath.Dir(path), s.PGO)); err != nil {
-			return nil, fmt.Errorf("build spec %s: pgo: %v", path, err)
-		}
-	}
 	return &s, nil
 }
 
@@ -110,24 +96,14 @@ func (s *Spec) XcaddyArgs(output string) []string {
 	return args
 }
 
-// XcaddyEnv returns the environment xcaddy reads its Go flags from, for
-// a POSIX shell in the directory of xcaddy.json: xcaddy builds in a
-// directory of its own, so the profile's path starts at $PWD, which the
-// shell expands.
+// XcaddyEnv returns the environment xcaddy reads its Go flags from.
 func (s *Spec) XcaddyEnv() []string {
-	flags := quoteAll(s.flags())
-	if s.PGO != "" {
-		flags = append(flags, "-pgo='"+pwdRef+"/"+filepath.ToSlash(s.PGO)+"'")
-	}
+	flags := s.goFlags()
 	if len(flags) == 0 {
 		return nil
 	}
-	return []string{"XCADDY_GO_BUILD_FLAGS=" + strings.Join(flags, " ")}
+	return []string{"XCADDY_GO_BUILD_FLAGS=" + strings.Join(quoteAll(flags), " ")}
 }
-
-// pwdRef is the shell's reference to the current directory, left
-// unquoted in XcaddyCommand so that the shell expands it.
-const pwdRef = "$PWD"
 
 // XcaddyCommand returns the shell command line that runs xcaddy for
 // this build from the directory of xcaddy.json: the environment, then
@@ -136,7 +112,7 @@ func (s *Spec) XcaddyCommand(output string) string {
 	var parts []string
 	for _, env := range s.XcaddyEnv() {
 		name, value, _ := strings.Cut(env, "=")
-		parts = append(parts, name+"="+strings.ReplaceAll(shellQuote(value), `\`+pwdRef, pwdRef))
+		parts = append(parts, name+"="+shellQuote(value))
 	}
 	parts = append(parts, "xcaddy")
 	for _, a := range s.XcaddyArgs(output) {
@@ -146,13 +122,9 @@ func (s *Spec) XcaddyCommand(output string) string {
 }
 
 // GoBuildArgs returns the arguments of `go` that build ./cmd/caddy, the
-// repository's equivalent of the xcaddy build, into output, run from
-// the directory of xcaddy.json.
+// repository's equivalent of the xcaddy build, into output.
 func (s *Spec) GoBuildArgs(output string) []string {
-	args := append([]string{"build"}, s.flags()...)
-	if s.PGO != "" {
-		args = append(args, "-pgo="+s.PGO)
-	}
+	args := append([]string{"build"}, s.goFlags()...)
 	return append(args, "-o", output, "./cmd/caddy")
 }
 
@@ -173,8 +145,7 @@ func GoBuildEnv(environ []string) []string {
 	return env
 }
 
-// flags returns the build flags and tags, the profile aside.
-func (s *Spec) flags() []string {
+func (s *Spec) goFlags() []string {
 	flags := append([]string(nil), s.BuildFlags...)
 	if len(s.BuildTags) > 0 {
 		flags = append(flags, "-tags="+strings.Join(s.BuildTags, ","))

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"golang.org/x/mod/modfile"
@@ -53,13 +52,6 @@ func TestSpecMatchesRepository(t *testing.T) {
 		}
 	}
 
-	// go build and go run of ./cmd/caddy, without -pgo, take
-	// cmd/caddy/default.pgo by themselves (-pgo=auto): the spec's
-	// profile must be that one, so that every build has the same
-	if spec.PGO != "" && filepath.ToSlash(spec.PGO) != "cmd/caddy/default.pgo" {
-		t.Errorf("xcaddy.json pgo is %s; go build ./cmd/caddy takes cmd/caddy/default.pgo by itself", spec.PGO)
-	}
-
 	mainFile, err := parser.ParseFile(token.NewFileSet(), filepath.Join(root, "cmd", "caddy", "main.go"), nil, parser.ImportsOnly)
 	if err != nil {
 		t.Fatal(err)
@@ -87,8 +79,6 @@ func TestLoadRejectsBadSpecs(t *testing.T) {
 		"no plugins":      `{"caddy_version":"v2.11.9"}`,
 		"version+replace": `{"caddy_version":"v2.11.9","plugins":[{"module":"m","version":"v1","replace":"."}]}`,
 		"no module":       `{"caddy_version":"v2.11.9","plugins":[{"version":"v1"}]}`,
-		"pgo missing":     `{"caddy_version":"v2.11.9","plugins":[{"module":"m","replace":"."}],"pgo":"none.pgo"}`,
-		"pgo absolute":    `{"caddy_version":"v2.11.9","plugins":[{"module":"m","replace":"."}],"pgo":"/tmp/x.pgo"}`,
 	} {
 		path := filepath.Join(t.TempDir(), "xcaddy.json")
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -136,63 +126,6 @@ func TestArgs(t *testing.T) {
 	if !slices.Equal(gotG, wantG) {
 		t.Errorf("GoBuildArgs = %q, want %q", gotG, wantG)
 	}
-}
-
-// TestArgsPGO checks that both builds pass the profile: go build by its
-// path from the spec's directory, xcaddy, which builds elsewhere, by
-// $PWD, which sh expands in the command line to the spec's directory.
-func TestArgsPGO(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "cmd", "caddy"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cmd", "caddy", "default.pgo"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "xcaddy.json")
-	content := `{"caddy_version":"v2.11.9","plugins":[{"module":"` + ourModule + `","replace":"."}],` +
-		`"build_flags":["-trimpath","-ldflags=-s -w"],"pgo":"cmd/caddy/default.pgo"}`
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	spec, err := Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	gotG := spec.GoBuildArgs("out")
-	wantG := []string{"build", "-trimpath", "-ldflags=-s -w", "-pgo=cmd/caddy/default.pgo", "-o", "out", "./cmd/caddy"}
-	if !slices.Equal(gotG, wantG) {
-		t.Errorf("GoBuildArgs = %q, want %q", gotG, wantG)
-	}
-	gotC := spec.XcaddyCommand("caddy")
-	wantC := `XCADDY_GO_BUILD_FLAGS="-trimpath -ldflags='-s -w' -pgo='$PWD/cmd/caddy/default.pgo'" xcaddy build v2.11.9 --with ` +
-		ourModule + `@v0.0.0-00010101000000-000000000000=. --output caddy`
-	if gotC != wantC {
-		t.Errorf("XcaddyCommand =\n%s\nwant\n%s", gotC, wantC)
-	}
-
-	// what xcaddy reads from its environment when sh runs the line there
-	env, _, _ := strings.Cut(gotC, " xcaddy ")
-	cmd := exec.Command("sh", "-c", env+` sh -c 'printf %s "$XCADDY_GO_BUILD_FLAGS"'`)
-	cmd.Dir = dir
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("sh: %v", err)
-	}
-	pwd, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
-		"-trimpath -ldflags='-s -w' -pgo='" + dir + "/cmd/caddy/default.pgo'",
-		"-trimpath -ldflags='-s -w' -pgo='" + pwd + "/cmd/caddy/default.pgo'",
-	} {
-		if string(out) == want {
-			return
-		}
-	}
-	t.Errorf("xcaddy would read XCADDY_GO_BUILD_FLAGS=%s, want the profile under %s", out, dir)
 }
 
 // TestShellQuote checks the quoting, and that sh reads each quoted
