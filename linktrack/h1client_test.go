@@ -90,6 +90,14 @@ func testOriginProxy(t *testing.T, origin string, lean bool) *originProxy {
 	}
 	transport := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost}
 	t.Cleanup(transport.CloseIdleConnections)
+	return testProxyOver(t, u, transport, lean)
+}
+
+// testProxyOver returns a proxy to u that sends through transport, or
+// through the lean client built from it when lean, as linktrack sets
+// them up for an HTTP/1.1 origin.
+func testProxyOver(t *testing.T, u *url.URL, transport *http.Transport, lean bool) *originProxy {
+	t.Helper()
 	metrics, err := newProxyMetrics(prometheus.NewRegistry(), "upstream", "")
 	if err != nil {
 		t.Fatal(err)

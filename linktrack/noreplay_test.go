@@ -15,8 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 )
 
 // deadableConn is a client connection that can be made to fail every
@@ -79,27 +77,8 @@ func newNoReplayRig(t *testing.T, lean bool) *noReplayRig {
 	}
 	t.Cleanup(transport.CloseIdleConnections)
 
-	metrics, err := newProxyMetrics(prometheus.NewRegistry(), "upstream", "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	originURL, _ := url.Parse(origin.URL)
-	rig.proxy = &originProxy{
-		url:         originURL,
-		transport:   &reverseproxy.HTTPTransport{Transport: transport},
-		bufPool:     &sync.Pool{New: func() any { b := make([]byte, 1024); return &b }},
-		logger:      zap.NewNop(),
-		metrics:     metrics,
-		guardReplay: true,
-		http1Only:   true,
-	}
-	if lean {
-		var reason string
-		if rig.proxy.client, reason = newH1Client(originURL, rig.proxy.transport); rig.proxy.client == nil {
-			t.Fatalf("no lean client: %s", reason)
-		}
-		t.Cleanup(rig.proxy.client.closeIdle)
-	}
+	rig.proxy = testProxyOver(t, originURL, transport, lean)
 	return rig
 }
 
