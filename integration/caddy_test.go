@@ -57,6 +57,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// controlClient sends the tests' calls to the control APIs of the
+// processes they start: Caddy's admin API, the mock DNS server's
+// management API. Those processes come and go, and one may get a port
+// another had before; an idle connection kept from the earlier process
+// would meet the later one dead, and a POST on it fails with EOF rather
+// than being sent again. So it keeps no connection.
+var controlClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
@@ -278,7 +286,7 @@ var settleCount atomic.Int64
 func (p *caddyProcess) settle(t testing.TB, adminPort int) {
 	t.Helper()
 	uri := fmt.Sprintf("/config/?settle=%d", settleCount.Add(1))
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, uri))
+	res, err := controlClient.Get(fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, uri))
 	if err != nil {
 		t.Fatal(err)
 	}

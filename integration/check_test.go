@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +15,9 @@ import (
 )
 
 // dnsRecord calls the mock DNS server's management API.
-func dnsRecord(t *testing.T, management, endpoint, body string) {
+func dnsRecord(t testing.TB, management, endpoint, body string) {
 	t.Helper()
-	res, err := http.Post(management+endpoint, "application/json", strings.NewReader(body))
+	res, err := controlClient.Post(management+endpoint, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func adminRequest(t testing.TB, port int, method, path, body string) (int, strin
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := controlClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

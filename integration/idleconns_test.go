@@ -240,7 +240,7 @@ func openIdleConn(addr string, config *tls.Config, proto string) (idleConn, erro
 // after a collection.
 func goMemory(t *testing.T, adminPort int) (heap, stack int) {
 	t.Helper()
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1&debug=1", adminPort))
+	res, err := controlClient.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1&debug=1", adminPort))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -338,7 +338,7 @@ func (r *tenantRig) metrics(t testing.TB) string {
 // scrapeMetrics returns the text of Caddy's admin metrics endpoint.
 func scrapeMetrics(t testing.TB, adminPort int) string {
 	t.Helper()
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+	res, err := controlClient.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
 	if err != nil {
 		t.Fatal(err)
 	}

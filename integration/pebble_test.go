@@ -303,14 +303,7 @@ func (ca *acmeCA) setServfail(t testing.TB, name string, on bool) {
 	if on {
 		path = "/set-servfail"
 	}
-	res, err := http.Post(ca.dnsControl+path, "application/json", strings.NewReader(fmt.Sprintf(`{"host": %q}`, name+".")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("%s %s: status %d", path, name, res.StatusCode)
-	}
+	dnsRecord(t, ca.dnsControl, path, fmt.Sprintf(`{"host": %q}`, name+"."))
 }
 
 func (ca *acmeCA) client() *http.Client {

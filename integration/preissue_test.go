@@ -321,7 +321,7 @@ func TestReloadKeepsCertificateState(t *testing.T) {
 
 	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/load", ports.admin), strings.NewReader(config(kept, unready)))
 	req.Header.Set("Content-Type", "text/caddyfile")
-	res, err := http.DefaultClient.Do(req)
+	res, err := controlClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

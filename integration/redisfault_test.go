@@ -73,7 +73,7 @@ func adminAsync(port int, method, path, body string) <-chan adminAnswer {
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
+		res, err := controlClient.Do(req)
 		if err != nil {
 			ch <- adminAnswer{err: err, at: time.Now()}
 			return

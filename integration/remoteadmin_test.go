@@ -371,7 +371,7 @@ func rawAdminRequest(t *testing.T, port int, method, path, contentType, body str
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := controlClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +489,7 @@ func TestAdminAPIChangeLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := controlClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

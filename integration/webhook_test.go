@@ -317,7 +317,7 @@ func TestWebhookQueueFullNeverWaits(t *testing.T) {
 		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/linktrack/tenants", n.adminPort),
 			strings.NewReader(`{"tenants": [`+strings.Join(tenants, ",")+`]}`))
 		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
+		res, err := controlClient.Do(req)
 		if err != nil {
 			answered <- err.Error()
 			return
