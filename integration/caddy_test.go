@@ -65,16 +65,34 @@ func TestMain(m *testing.M) {
 // than being sent again. So it keeps no connection.
 var controlClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a loopback TCP port that was free a moment ago and
+// that no other call in this run returned: the kernel may hand a port
+// just closed to the next listener, and a config given the same port
+// for two purposes (http_port and https_port) fails to load.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		givenPorts.Lock()
+		_, given := givenPorts.m[port]
+		givenPorts.m[port] = struct{}{}
+		givenPorts.Unlock()
+		if !given {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// givenPorts are the ports freePort has returned in this run.
+var givenPorts = struct {
+	sync.Mutex
+	m map[int]struct{}
+}{m: make(map[int]struct{})}
 
 // caddyCmd runs the built Caddy with a private environment: its own
 // data and config directories, so no state leaks between tests.
