@@ -1,6 +1,6 @@
 package main
 
-// The six contenders: how each is configured and started. Edit the
+// The seven contenders: how each is configured and started. Edit the
 // templates here when the linktrack Caddyfile syntax changes.
 
 import (
@@ -36,7 +36,7 @@ type contender struct {
 	rounds []roundResult
 }
 
-// contenders returns the six contenders, plus linktrack and both Go
+// contenders returns the seven contenders, plus linktrack and both Go
 // floors once more for each GOGC value in gogc, keyed "a<value>",
 // "e<value>" and "f<value>", run when a), e) and f) are.
 func contenders(gogc []string) []*contender {
@@ -47,6 +47,7 @@ func contenders(gogc []string) []*contender {
 		cs = append(cs, &contender{key: "a" + v, name: "linktrack, GOGC=" + gcName(v), start: startLinktrackGOGC(v)})
 	}
 	cs = append(cs,
+		&contender{key: "g", name: "linktrack, linktrack-only server", start: startLinktrackOnly},
 		&contender{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
 		&contender{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
 		&contender{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
@@ -83,16 +84,26 @@ func gcName(value string) string {
 	return value
 }
 
-// caddyGlobal is the global options block shared by contenders a and b.
-// Its admin endpoint is off unless the contender is profiled.
+// caddyGlobal is the global options block shared by contenders a, b
+// and g, with serverLines added to its servers block. Its admin
+// endpoint is off unless the contender is profiled.
 const caddyGlobal = `{
 	admin off
 	auto_https off
 	servers {
-		protocols h1 h2
+		protocols h1 h2%s
 	}
 }
 `
+
+// linktrackOnlyServer is what the README advises for a server that
+// serves only linktrack: Caddy's per-request idle-timeout wrappers off,
+// linktrack's client_idle_timeout guarding what can stall instead.
+const linktrackOnlyServer = `
+		timeouts {
+			read_body_idle -1s
+			write_idle -1s
+		}`
 
 const linktrackSite = `https://%[1]s:%[2]d {
 	tls %[3]s %[4]s
@@ -118,6 +129,12 @@ func startLinktrack(s *setup, c *contender) (*proc, error) {
 	return startCaddy(s, c, "a", s.caddyBin, linktrackSite)
 }
 
+// startLinktrackOnly starts linktrack as a) is, on a server set up as
+// the README advises when it serves only linktrack.
+func startLinktrackOnly(s *setup, c *contender) (*proc, error) {
+	return startCaddyWith(s, c, "g", s.caddyBin, linktrackOnlyServer, linktrackSite)
+}
+
 // startLinktrackGOGC starts linktrack as a) is, with the environment
 // of a BENCH_GOGC value.
 func startLinktrackGOGC(value string) func(s *setup, c *contender) (*proc, error) {
@@ -135,7 +152,13 @@ func startStockCaddy(s *setup, c *contender) (*proc, error) {
 // profiled contender gets Caddy's admin endpoint on its pprof port, for
 // the admin API's /debug/pprof/ (BENCH_PROFILE).
 func startCaddy(s *setup, c *contender, key, bin, site string, extraEnv ...string) (*proc, error) {
-	global := caddyGlobal
+	return startCaddyWith(s, c, key, bin, "", site, extraEnv...)
+}
+
+// startCaddyWith is startCaddy with serverLines added to the global
+// servers block.
+func startCaddyWith(s *setup, c *contender, key, bin, serverLines, site string, extraEnv ...string) (*proc, error) {
+	global := fmt.Sprintf(caddyGlobal, serverLines)
 	if c.pprofPort != 0 {
 		global = strings.Replace(global, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", c.pprofPort), 1)
 	}

@@ -14,7 +14,7 @@
 //	BENCH_CONNS     wrk connections (default 64)
 //	BENCH_THREADS   wrk threads (default 2)
 //	BENCH_WARMUP    untimed warm-up seconds before each timed run (default 2)
-//	BENCH_ONLY      contenders to run, e.g. "a,e" (default all: a,b,c,d,e,f)
+//	BENCH_ONLY      contenders to run, e.g. "a,e" (default all: a,b,c,d,e,f,g)
 //	BENCH_ORIGIN    origin kinds, in order: h1 (HTTP/1.1 only), h2 (offers
 //	                HTTP/2 and HTTP/1.1) (default "h1,h2")
 //	BENCH_CLIENT    client modes: keepalive, close (a new connection per
@@ -195,12 +195,12 @@ func loadConfig() (config, error) {
 	cfg.warmup = time.Duration(num("BENCH_WARMUP", 2, 0, 60)) * time.Second
 	only := os.Getenv("BENCH_ONLY")
 	if only == "" {
-		only = "a,b,c,d,e,f"
+		only = "a,b,c,d,e,f,g"
 	}
 	for _, k := range strings.Split(only, ",") {
 		k = strings.TrimSpace(k)
-		if k < "a" || k > "f" || len(k) != 1 {
-			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-f separated by commas", only)
+		if k < "a" || k > "g" || len(k) != 1 {
+			return cfg, fmt.Errorf("BENCH_ONLY=%q: want letters a-g separated by commas", only)
 		}
 		cfg.only[k] = true
 	}
@@ -290,7 +290,7 @@ func prepare(ctx context.Context, cfg config) (*setup, error) {
 		return s, fmt.Errorf("making certificates: %v\n%s", err, out)
 	}
 
-	if cfg.only["a"] || cfg.only["b"] {
+	if cfg.only["a"] || cfg.only["b"] || cfg.only["g"] {
 		step("building ./cmd/caddy (linktrack and stock reverse_proxy run on this one binary)")
 		if out, err := goBuild(ctx, filepath.Join(dir, "caddy"), "./cmd/caddy"); err != nil {
 			return s, fmt.Errorf("building ./cmd/caddy: %v\n%s", err, lastLines(out, 8))

@@ -152,6 +152,8 @@ func printTable(cfg config, sc *scenario, cm string) {
 	cpu := func(r roundResult) float64 { return r.cpuUs }
 	rps := func(r roundResult) float64 { return r.wrk.RPS() }
 	ratio("linktrack CPU / Go floor CPU", "a", "e", cpu, "µs/req")
+	ratio("linktrack on a linktrack-only server CPU / Go floor CPU", "g", "e", cpu, "µs/req")
+	ratio("linktrack on a linktrack-only server CPU / linktrack CPU", "g", "a", cpu, "µs/req")
 	// the least flattering comparison once linktrack itself is built with PGO
 	ratio("linktrack CPU / Go floor with PGO CPU", "a", "f", cpu, "µs/req")
 	for _, v := range cfg.gogc {
@@ -224,7 +226,7 @@ func printPairedRounds(cfg config, scenarios []*scenario) {
 		for _, c := range sc.cs {
 			byKey[c.key] = c
 		}
-		keys := [][2]string{{"a", "e"}, {"a", "f"}}
+		keys := [][2]string{{"a", "e"}, {"g", "e"}, {"a", "f"}}
 		for _, v := range cfg.gogc {
 			keys = append(keys, [2]string{"a" + v, "e" + v})
 		}

@@ -3,6 +3,7 @@ package linktrack
 import (
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
@@ -15,6 +16,7 @@ import (
 //		region        <region>
 //		upstream      <url>
 //		max_body_size <size>
+//		client_idle_timeout <duration>|off
 //		http_redirect
 //		apple_app_site_association <file>
 //		assetlinks    <file>
@@ -107,6 +109,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("invalid max_body_size '%s': must be positive", d.Val())
 			}
 			h.MaxBodySize = int64(size)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "client_idle_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.ClientIdleTimeout = -1
+			} else {
+				timeout, err := caddy.ParseDuration(d.Val())
+				if err != nil {
+					return d.Errf("invalid client_idle_timeout '%s': %v", d.Val(), err)
+				}
+				if timeout <= 0 {
+					return d.Errf("invalid client_idle_timeout '%s': must be positive, or off", d.Val())
+				}
+				h.ClientIdleTimeout = caddy.Duration(timeout)
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}

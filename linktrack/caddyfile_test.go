@@ -50,6 +50,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			want: `{"upstream":"https://127.0.0.1:9443","transport":{"tls":{"ca":{"pem_files":["/etc/ca.pem"],"provider":"file"},"server_name":"track.esp.example"}}}`,
 		},
 		{name: "registry mode", input: `linktrack`, want: `{}`},
+		{name: "client idle timeout", input: "linktrack sendgrid {\n client_idle_timeout 30s\n}", want: `{"provider":"sendgrid","client_idle_timeout":30000000000}`},
+		{name: "client idle timeout off", input: "linktrack sendgrid {\n client_idle_timeout off\n}", want: `{"provider":"sendgrid","client_idle_timeout":-1}`},
 		{
 			name: "liveness and scanners",
 			input: `linktrack {
@@ -72,6 +74,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "both provider and upstream", input: "linktrack customerio us {\n upstream https://x.example\n}", wantErr: "mutually exclusive"},
 		{name: "provider twice", input: "linktrack customerio us {\n provider sendgrid\n}", wantErr: "provider already specified"},
 		{name: "bad upstream", input: "linktrack {\n upstream ftp://x.example\n}", wantErr: "scheme must be https or http"},
+		{name: "bad client idle timeout", input: "linktrack sendgrid {\n client_idle_timeout soon\n}", wantErr: "invalid client_idle_timeout 'soon'"},
+		{name: "zero client idle timeout", input: "linktrack sendgrid {\n client_idle_timeout 0s\n}", wantErr: "must be positive, or off"},
 		{name: "bad body size", input: "linktrack sendgrid {\n max_body_size lots\n}", wantErr: "invalid max_body_size 'lots'"},
 		{name: "unknown subdirective names line", input: "linktrack sendgrid {\n dial_timeout 1s\n bogus 1\n}", wantErr: "unrecognized subdirective bogus, at Testfile:3"},
 		{name: "bad transport value", input: "linktrack sendgrid {\n dial_timeout soon\n}", wantErr: "Testfile:2"},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -30,7 +31,7 @@ const statusClientClosedRequest = 499
 
 // failure logs why the origin could not answer and returns the handler
 // error that carries the status for the client: 413 for an oversized
-// body, 504 when the origin sent no response headers in time, 502 for
+// body, 408 for a body that stalled past the idle timeout, 504 when the origin sent no response headers in time, 502 for
 // every other failure to reach the origin (refused, unresolvable or
 // timed-out dial, TLS failure, connection closed). A request body is
 // never replayed: the transport retries only requests it has not begun
@@ -64,10 +65,15 @@ func classifyFailure(r *http.Request, err error) (int, string, string) {
 	if errors.As(err, &maxBytes) {
 		return http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds max_body_size"
 	}
+	var bodyErr clientBodyError
+	if errors.As(err, &bodyErr) && errors.Is(bodyErr.err, os.ErrDeadlineExceeded) {
+		// the server cancels the request's context when a read of the
+		// connection fails, so this comes before client_closed
+		return http.StatusRequestTimeout, "body_timeout", "request body stalled past the idle timeout"
+	}
 	if errors.Is(r.Context().Err(), context.Canceled) {
 		return statusClientClosedRequest, "client_closed", "client closed the request"
 	}
-	var bodyErr clientBodyError
 	if errors.As(err, &bodyErr) {
 		return http.StatusBadRequest, "bad_request_body", "client sent a malformed request body"
 	}

@@ -167,7 +167,7 @@ func TestLeanClientWritesWhatTransportWrites(t *testing.T) {
 					r.Header[name] = values
 				}
 				w := httptest.NewRecorder()
-				if status, err := p.forward(w, r, "link.example.com", "link.example.com", DefaultMaxBodySize); status != http.StatusFound {
+				if status, err := p.forward(w, r, "link.example.com", "link.example.com", clientLimits{maxBodySize: DefaultMaxBodySize}); status != http.StatusFound {
 					t.Fatalf("lean %v: status %d, error %v", lean, status, err)
 				}
 				if w.Header().Get("Location") != "/x" {
@@ -198,7 +198,7 @@ func TestLeanClientSkipsConnectionClosedWhileIdle(t *testing.T) {
 	p := testOriginProxy(t, origin.URL, true)
 	click := func() int {
 		r := httptest.NewRequest(http.MethodGet, "http://link.example.com/ls/click?upn=1", nil)
-		status, _ := p.forward(httptest.NewRecorder(), r, "link.example.com", "link.example.com", DefaultMaxBodySize)
+		status, _ := p.forward(httptest.NewRecorder(), r, "link.example.com", "link.example.com", clientLimits{maxBodySize: DefaultMaxBodySize})
 		return status
 	}
 	if status := click(); status != http.StatusFound {
@@ -279,7 +279,7 @@ func TestLeanClientLeavesWhenClientLeaves(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "http://link.example.com/ls/click?upn=1", nil).WithContext(ctx)
 	done := make(chan int)
 	go func() {
-		status, _ := p.forward(httptest.NewRecorder(), r, "link.example.com", "link.example.com", DefaultMaxBodySize)
+		status, _ := p.forward(httptest.NewRecorder(), r, "link.example.com", "link.example.com", clientLimits{maxBodySize: DefaultMaxBodySize})
 		done <- status
 	}()
 	<-arrived
@@ -335,7 +335,7 @@ func TestLeanClientConcurrentClicks(t *testing.T) {
 				q := "w=" + strconv.Itoa(w) + "&i=" + strconv.Itoa(i)
 				r := httptest.NewRequest(http.MethodGet, "https://link.example.com/c?"+q, nil)
 				rec := httptest.NewRecorder()
-				status, err := p.forward(rec, r, "link.example.com", "link.example.com", DefaultMaxBodySize)
+				status, err := p.forward(rec, r, "link.example.com", "link.example.com", clientLimits{maxBodySize: DefaultMaxBodySize})
 				if status != http.StatusFound || rec.Header().Get("Location") != "https://shop.example.com/?"+q || rec.Body.String() != "moved\n" {
 					errs <- q + ": status " + strconv.Itoa(status) + ", Location " + rec.Header().Get("Location") + ", error " + fmt.Sprint(err)
 				}

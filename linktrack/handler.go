@@ -110,6 +110,20 @@ type Handler struct {
 	// Default: none.
 	Scanners *Scanners `json:"scanners,omitempty"`
 
+	// How long a read of a request body, or a write of a response
+	// linktrack streams, may stall before the connection is aborted,
+	// when Caddy's server does not guard them already. By default it
+	// does: its read_idle_timeout and write_idle_timeout wrap every
+	// request, and this option changes nothing. A server that serves
+	// only linktrack may turn those off (`timeouts { read_body_idle
+	// -1s; write_idle -1s }` in the global `servers` option), sparing
+	// every click their per-request wrappers: linktrack then applies the
+	// same guard, with Caddy's own wrappers, only to a request that has
+	// a body and to a response whose body net/http does not buffer
+	// whole. Default: 1 minute, as Caddy's; a negative value turns the
+	// guard off.
+	ClientIdleTimeout caddy.Duration `json:"client_idle_timeout,omitempty"`
+
 	// Count requests per tenant in caddy_linktrack_tenant_requests_total,
 	// labelled by tenant. Each tenant adds series, so this suits small
 	// deployments. Default: false.
@@ -124,6 +138,7 @@ type Handler struct {
 	byTenant  *prometheus.CounterVec
 	httpsPort int
 	appLinks  *appLinkFiles
+	guard     clientGuard
 }
 
 // CaddyModule returns the Caddy module information.
@@ -143,6 +158,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxBodySize < 0 {
 		return fmt.Errorf("max_body_size must be positive, got %d", h.MaxBodySize)
 	}
+	if h.ClientIdleTimeout == 0 {
+		h.ClientIdleTimeout = caddy.Duration(DefaultClientIdleTimeout)
+	}
+	h.guard = clientGuard{timeout: time.Duration(h.ClientIdleTimeout), logger: ctx.Logger()}
 
 	if h.PerTenantMetrics {
 		var err error
@@ -294,7 +313,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes exceeds max_body_size %d", r.ContentLength, h.MaxBodySize))
 	}
-	status, err := proxy.forward(w, r, host, tenant, h.MaxBodySize)
+	limits := clientLimits{maxBodySize: h.MaxBodySize}
+	guardBody, guardWrites := h.guard.guards(r)
+	if guardBody {
+		defer h.guard.guardBody(w, r)()
+	}
+	if guardWrites {
+		limits.writeGuard = h.guard
+	}
+	status, err := proxy.forward(w, r, host, tenant, limits)
 	if h.byTenant != nil {
 		h.byTenant.WithLabelValues(tenant, statusClass(status)).Inc()
 	}

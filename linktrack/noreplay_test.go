@@ -93,7 +93,7 @@ func (rig *noReplayRig) click(t *testing.T, method string) int {
 	t.Helper()
 	r := httptest.NewRequest(method, "https://link.example.com/ls/click?upn=1", nil)
 	w := httptest.NewRecorder()
-	status, _ := rig.proxy.forward(w, r, "link.example.com", "link.example.com", DefaultMaxBodySize)
+	status, _ := rig.proxy.forward(w, r, "link.example.com", "link.example.com", clientLimits{maxBodySize: DefaultMaxBodySize})
 	return status
 }
 

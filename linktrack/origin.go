@@ -175,7 +175,7 @@ func (p *originProxy) setVars(r *http.Request, tenant string) {
 // domain host, and copies the origin's response back unchanged. tenant
 // names the registered domain in logs. It returns the status the client
 // got.
-func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, maxBodySize int64) (int, error) {
+func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tenant string, limits clientLimits) (int, error) {
 	start := time.Now()
 	if p.client != nil && bodylessClick(r) {
 		// the head is written straight from r
@@ -183,9 +183,9 @@ func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tena
 		if err != nil {
 			return p.failure(r, tenant, time.Since(start), err)
 		}
-		return p.respond(w, res, start)
+		return p.respond(w, r, res, start, limits.writeGuard)
 	}
-	out := p.outgoingRequest(w, r, host, maxBodySize)
+	out := p.outgoingRequest(w, r, host, limits.maxBodySize)
 	var res *http.Response
 	var err error
 	if p.client != nil && p.client.sends(out) {
@@ -210,14 +210,23 @@ func (p *originProxy) forward(w http.ResponseWriter, r *http.Request, host, tena
 		}
 		return p.failure(r, tenant, time.Since(start), err)
 	}
-	return p.respond(w, res, start)
+	return p.respond(w, r, res, start, limits.writeGuard)
 }
 
-// respond records the origin's answer and copies it to the client. The
-// status is read first: the lean client reuses res for the
-// connection's next response once the body is closed.
-func (p *originProxy) respond(w http.ResponseWriter, res *http.Response, start time.Time) (int, error) {
+// respond records the origin's answer and copies it to the client,
+// with writes guarded by guard when its timeout is set. The status is
+// read first: the lean client reuses res for the connection's next
+// response once the body is closed.
+func (p *originProxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, start time.Time, guard clientGuard) (int, error) {
 	status := res.StatusCode
 	p.metrics.observe(status, time.Since(start))
-	return status, p.writeResponse(w, res)
+	return status, p.writeResponse(w, r, res, guard)
+}
+
+// clientLimits is what the handler allows a client: the largest body,
+// and how long a write of a streamed response may stall when linktrack
+// guards it (writeGuard's timeout is zero when Caddy's server does).
+type clientLimits struct {
+	maxBodySize int64
+	writeGuard  clientGuard
 }

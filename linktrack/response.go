@@ -13,7 +13,7 @@ import (
 // status, end-to-end headers (Location and Set-Cookie included), body
 // bytes and trailers. Redirects are never followed; nothing is cached
 // or decompressed. Caddy's own Server header gives way to the origin's.
-func (p *originProxy) writeResponse(w http.ResponseWriter, res *http.Response) error {
+func (p *originProxy) writeResponse(w http.ResponseWriter, r *http.Request, res *http.Response, guard clientGuard) error {
 	defer res.Body.Close()
 
 	header := w.Header()
@@ -37,7 +37,13 @@ func (p *originProxy) writeResponse(w http.ResponseWriter, res *http.Response) e
 
 	// flush as data arrives when the origin streams a body of unknown
 	// length; otherwise let the server buffer small bodies
-	if err := p.copyBody(w, res.Body, res.ContentLength < 0); err != nil {
+	body := w
+	if guard.timeout > 0 {
+		var done func()
+		body, done = guard.guardWriter(w, r, res)
+		defer done()
+	}
+	if err := p.copyBody(body, res.Body, res.ContentLength < 0); err != nil {
 		if c := p.logger.Check(zap.WarnLevel, "aborting incomplete response from origin"); c != nil {
 			c.Write(zap.Error(err))
 		}

@@ -1,0 +1,107 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-linktrack/caddy-linktrack/integration/internal/standin"
+)
+
+// clientIdleOptions is a rig whose server guards nothing after the
+// request head: Caddy's read and write idle timeouts are off, as a
+// server that serves only linktrack may set them, and linktrack's
+// client_idle_timeout is 1s.
+var clientIdleOptions = rigOptions{
+	linktrack: "client_idle_timeout 1s",
+	servers:   "timeouts {\n\t\t\tread_body_idle -1s\n\t\t\twrite_idle -1s\n\t\t}",
+}
+
+// TestClientIdleStalledBody: a client that declares a body and stops
+// sending it has its connection closed by linktrack's guard once the
+// body stalls for client_idle_timeout, with a 408 first. The origin
+// gets nothing, and the server serves on.
+func TestClientIdleStalledBody(t *testing.T) {
+	r := newRig(t, clientIdleOptions)
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST /stalled HTTP/1.1\r\nHost: " + trackingDomain + "\r\nContent-Length: 10\r\n\r\nabc")); err != nil {
+		t.Fatal(err)
+	}
+
+	// a bound on the test, not a timing assertion: the guard fires
+	// after 1s of silence
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(conn)
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF):
+	case err != nil:
+		t.Fatalf("the stalled body's connection was not closed by the server: %v (read %q)", err, got)
+	}
+	if res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(got)), nil); err != nil || res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("the stalled body was answered %q, want 408", got)
+	}
+
+	assertServing(t, r)
+	if late := r.closeOrigin(t); len(late) != 0 {
+		t.Errorf("the origin received %s, want nothing of the stalled request", describeRecords(late))
+	}
+}
+
+// TestClientIdleStalledReader: a client that stops reading a large
+// response has its connection closed by linktrack's guard once writing
+// to it stalls for client_idle_timeout: it gets the response cut short.
+// The origin got the request once, whole, and the server serves on.
+func TestClientIdleStalledReader(t *testing.T) {
+	r := newRig(t, clientIdleOptions)
+	// far more than loopback's socket buffers hold on both sides
+	const size = 64 << 20
+	r.respond(standin.Response{Status: 200, Body: bytes.Repeat([]byte("x"), size)})
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /big HTTP/1.1\r\nHost: " + trackingDomain + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+
+	// nothing is read until linktrack has given up on the client
+	e := r.caddy.waitLogFor(t, 30*time.Second, "aborting incomplete response from origin", nil)
+	if why, _ := e["error"].(string); !strings.Contains(why, "timeout") {
+		t.Errorf("the response was aborted for %q, want the write timeout", why)
+	}
+
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the response head: %v", err)
+	}
+	n, err := io.Copy(io.Discard, res.Body)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		t.Fatalf("the connection stayed open after the abort: %v", err)
+	case err == nil && n == size:
+		t.Fatalf("the client got the whole body of %d bytes, want it cut short", n)
+	}
+
+	if rec, err := r.origin.Next(5 * time.Second); err != nil || rec.Target != "/big" || rec.Err != "" {
+		t.Errorf("origin: %v %v, want GET /big once, whole", err, rec)
+	}
+	r.respond(redirectResponse())
+	assertServing(t, r)
+}
