@@ -75,7 +75,8 @@ type multiTenantPorts struct{ admin, http, https int }
 
 // multiTenantConfig is the multi-tenant Caddyfile of the README: on-demand
 // TLS from the test's Pebble, gated by the registry, whose named origin
-// esp is the stand-in; app holds more lines of the linktrack option.
+// esp is the stand-in, on a server that leaves the idle timeouts to
+// linktrack; app holds more lines of the linktrack option.
 // storage is a file_system directory, or a whole storage option such as
 // a backend's ("storage linktrack_test_redis {...}").
 func multiTenantConfig(ports multiTenantPorts, storage string, acme *acmeCA, originPort int, caFile, app string) string {
@@ -98,6 +99,10 @@ func multiTenantConfig(ports multiTenantPorts, storage string, acme *acmeCA, ori
 	}
 	servers {
 		protocols h1 h2
+		timeouts {
+			read_body_idle -1s
+			write_idle -1s
+		}
 	}
 	linktrack {
 		origin esp https://localhost:%d {
