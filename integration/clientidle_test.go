@@ -105,3 +105,31 @@ func TestClientIdleStalledReader(t *testing.T) {
 	r.respond(redirectResponse())
 	assertServing(t, r)
 }
+
+// TestClientIdleStalledBodyHTTP2: over HTTP/2, a request body that
+// stops arriving gets 408 once it stalls for client_idle_timeout, and
+// the origin gets nothing of it.
+func TestClientIdleStalledBodyHTTP2(t *testing.T) {
+	r := newRig(t, clientIdleOptions)
+	body, feed := io.Pipe()
+	defer feed.Close()
+	go feed.Write([]byte("abc")) // then nothing: the pipe stays open
+	req, err := http.NewRequest("POST", "https://"+trackingDomain+"/stalled", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 10
+	res, err := r.h2Client().Do(req)
+	if err != nil {
+		t.Fatalf("no answer to the stalled body: %v", err)
+	}
+	res.Body.Close()
+	if res.ProtoMajor != 2 || res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("the stalled body was answered %s over %s, want 408 over HTTP/2", res.Status, res.Proto)
+	}
+
+	assertServing(t, r)
+	if late := r.closeOrigin(t); len(late) != 0 {
+		t.Errorf("the origin received %s, want nothing of the stalled request", describeRecords(late))
+	}
+}
