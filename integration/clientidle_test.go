@@ -81,8 +81,8 @@ func TestClientIdleStalledReader(t *testing.T) {
 
 	// nothing is read until linktrack has given up on the client
 	e := r.caddy.waitLogFor(t, 30*time.Second, "aborting incomplete response from origin", nil)
-	if why, _ := e["error"].(string); !strings.Contains(why, "timeout") {
-		t.Errorf("the response was aborted for %q, want the write timeout", why)
+	if why, _ := e["error"].(string); !strings.Contains(why, "writing to the client") || !strings.Contains(why, "timeout") {
+		t.Errorf("the response was aborted for %q, want the timeout writing to the client", why)
 	}
 
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))

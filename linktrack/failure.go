@@ -31,9 +31,10 @@ const statusClientClosedRequest = 499
 
 // failure logs why the origin could not answer and returns the handler
 // error that carries the status for the client: 413 for an oversized
-// body, 408 for a body that stalled past the idle timeout, 504 when the origin sent no response headers in time, 502 for
-// every other failure to reach the origin (refused, unresolvable or
-// timed-out dial, TLS failure, connection closed). A request body is
+// body, 408 for a body that stalled past the idle timeout, 504 when the
+// origin sent no response headers in time, 502 for every other failure
+// to reach the origin (refused, unresolvable or timed-out dial, TLS
+// failure, connection closed). A request body is
 // never replayed: the transport retries only requests it has not begun
 // to send.
 func (p *originProxy) failure(r *http.Request, tenant string, duration time.Duration, err error) (int, error) {

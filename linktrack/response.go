@@ -2,6 +2,7 @@ package linktrack
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -58,7 +59,8 @@ func (p *originProxy) writeResponse(w http.ResponseWriter, r *http.Request, res 
 	return nil
 }
 
-// copyBody streams src to w with a pooled buffer.
+// copyBody streams src to w with a pooled buffer. An error writing to
+// the client says so; an error reading src is returned as it is.
 func (p *originProxy) copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
 	bufp := p.bufPool.Get().(*[]byte)
 	defer p.bufPool.Put(bufp)
@@ -72,11 +74,11 @@ func (p *originProxy) copyBody(w http.ResponseWriter, src io.Reader, flush bool)
 		n, readErr := src.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
-				return err
+				return fmt.Errorf("writing to the client: %w", err)
 			}
 			if rc != nil {
 				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-					return err
+					return fmt.Errorf("writing to the client: %w", err)
 				}
 			}
 		}
