@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,28 +47,17 @@ func eachIdleGuard(t *testing.T, test func(t *testing.T, r *rig)) {
 // gets nothing, and the server serves on.
 func TestClientIdleStalledBody(t *testing.T) {
 	eachIdleGuard(t, func(t *testing.T, r *rig) {
-		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.httpPort))
-		if err != nil {
+		c := r.plainClient(t)
+		if err := c.WriteRaw([]byte("POST /stalled HTTP/1.1\r\nHost: " + trackingDomain + "\r\nContent-Length: 10\r\n\r\nabc")); err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
-		if _, err := conn.Write([]byte("POST /stalled HTTP/1.1\r\nHost: " + trackingDomain + "\r\nContent-Length: 10\r\n\r\nabc")); err != nil {
-			t.Fatal(err)
-		}
-
 		// a bound on the test, not a timing assertion: the guard fires
 		// after 1s of silence
-		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-		got, err := io.ReadAll(conn)
-		switch {
-		case errors.Is(err, syscall.ECONNRESET):
-		case errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF):
-		case err != nil:
-			t.Fatalf("the stalled body's connection was not closed by the server: %v (read %q)", err, got)
+		res, err := c.ReadResponse("POST", 20*time.Second)
+		if err != nil || res.Status != http.StatusRequestTimeout {
+			t.Fatalf("the stalled body was answered %v %v, want 408", res, err)
 		}
-		if res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(got)), nil); err != nil || res.StatusCode != http.StatusRequestTimeout {
-			t.Errorf("the stalled body was answered %q, want 408", got)
-		}
+		assertClosed(t, c)
 
 		assertServing(t, r)
 		if late := r.closeOrigin(t); len(late) != 0 {
