@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -63,6 +64,31 @@ func contenders(gogc []string) []*contender {
 		cs = append(cs, &contender{key: "f" + v, name: "the Go floor with PGO, GOGC=" + gcName(v), start: startGoFloor(gofloorPGOBin, gcEnv(v))})
 	}
 	return cs
+}
+
+// runOrder returns the order in which round r runs the contenders cs:
+// linktrack next to its yardsticks (a, g, e, f, then a, e and f at each
+// BENCH_GOGC value in turn), the others after them, and every even
+// round backwards. A ratio's two sides then run seconds apart, not
+// minutes, and a drift over the run (a neighbour's load) falls on each
+// side alike: before it in one round, after it in the next.
+func runOrder(cs []*contender, gogc []string, r int) []*contender {
+	rank := func(c *contender) int {
+		letter, value := c.key[:1], c.key[1:]
+		if value == "" {
+			if i := strings.Index("agef", letter); i >= 0 {
+				return i
+			}
+			return 1000 + slices.Index(cs, c)
+		}
+		return 10 + 3*slices.Index(gogc, value) + strings.Index("aef", letter)
+	}
+	order := slices.Clone(cs)
+	slices.SortStableFunc(order, func(x, y *contender) int { return rank(x) - rank(y) })
+	if r%2 == 0 {
+		slices.Reverse(order)
+	}
+	return order
 }
 
 // gcEnv returns the environment for a BENCH_GOGC value: GOGC, and

@@ -18,3 +18,35 @@ func TestContenderKeys(t *testing.T) {
 		t.Errorf("contender keys = %v, want %v", keys, want)
 	}
 }
+
+// A round runs linktrack next to its yardsticks and every even round
+// backwards, so that a ratio's two sides run seconds apart and a drift
+// falls on each side alike.
+func TestRunOrder(t *testing.T) {
+	gogc := []string{"400"}
+	var cs []*contender
+	for _, c := range contenders(gogc) {
+		if c.key != "c" { // as BENCH_ONLY leaves one out
+			cs = append(cs, c)
+		}
+	}
+	keys := func(r int) []string {
+		var ks []string
+		for _, c := range runOrder(cs, gogc, r) {
+			ks = append(ks, c.key)
+		}
+		return ks
+	}
+	forward := []string{"a", "g", "e", "f", "a400", "e400", "f400", "b", "d"}
+	if got := keys(1); !slices.Equal(got, forward) {
+		t.Errorf("round 1 order = %v, want %v", got, forward)
+	}
+	backward := slices.Clone(forward)
+	slices.Reverse(backward)
+	if got := keys(2); !slices.Equal(got, backward) {
+		t.Errorf("round 2 order = %v, want %v", got, backward)
+	}
+	if got := keys(3); !slices.Equal(got, forward) {
+		t.Errorf("round 3 order = %v, want %v", got, forward)
+	}
+}

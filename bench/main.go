@@ -123,8 +123,8 @@ func run() int {
 
 // runScenario starts an origin of the given kind and the contenders in
 // front of it, measures them in interleaved rounds (each round runs
-// every client mode against every contender in turn), and stops them
-// all again.
+// every client mode against every contender in turn, in runOrder), and
+// stops them all again.
 func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (*scenario, error) {
 	if err := startOrigin(ctx, s, originMode); err != nil {
 		return nil, err
@@ -159,8 +159,9 @@ func runScenario(ctx context.Context, cfg config, s *setup, originMode string) (
 		}
 	}()
 	for r := 1; r <= cfg.rounds && ctx.Err() == nil; r++ {
+		order := runOrder(sc.cs, cfg.gogc, r)
 		for _, cm := range cfg.clients {
-			for _, c := range sc.cs {
+			for _, c := range order {
 				if c.failed == "" && ctx.Err() == nil {
 					measure(ctx, cfg, s, c, r, cm)
 				}
