@@ -37,9 +37,10 @@ type contender struct {
 	rounds []roundResult
 }
 
-// contenders returns the seven contenders, plus linktrack and both Go
-// floors once more for each GOGC value in gogc, keyed "a<value>",
-// "e<value>" and "f<value>", run when a), e) and f) are.
+// contenders returns the seven contenders, plus both linktracks and
+// both Go floors once more for each GOGC value in gogc, keyed
+// "a<value>", "g<value>", "e<value>" and "f<value>", run when a), g),
+// e) and f) are.
 func contenders(gogc []string) []*contender {
 	cs := []*contender{
 		{key: "a", name: "linktrack", start: startLinktrack},
@@ -47,8 +48,11 @@ func contenders(gogc []string) []*contender {
 	for _, v := range gogc {
 		cs = append(cs, &contender{key: "a" + v, name: "linktrack, GOGC=" + gcName(v), start: startLinktrackGOGC(v)})
 	}
+	cs = append(cs, &contender{key: "g", name: "linktrack, linktrack-only server", start: startLinktrackOnly})
+	for _, v := range gogc {
+		cs = append(cs, &contender{key: "g" + v, name: "linktrack-only server, GOGC=" + gcName(v), start: startLinktrackOnlyGOGC(v)})
+	}
 	cs = append(cs,
-		&contender{key: "g", name: "linktrack, linktrack-only server", start: startLinktrackOnly},
 		&contender{key: "b", name: "caddy reverse_proxy (stock)", start: startStockCaddy},
 		&contender{key: "c", name: "nginx, documented config", start: startNginx(nginxDocumented)},
 		&contender{key: "d", name: "nginx tuned (upstream keepalive)", start: startNginx(nginxTuned)},
@@ -67,8 +71,8 @@ func contenders(gogc []string) []*contender {
 }
 
 // runOrder returns the order in which round r runs the contenders cs:
-// linktrack next to its yardsticks (a, g, e, f, then a, e and f at each
-// BENCH_GOGC value in turn), the others after them, and every even
+// linktrack next to its yardsticks (a, g, e, f, then a, g, e and f at
+// each BENCH_GOGC value in turn), the others after them, and every even
 // round backwards. A ratio's two sides then run seconds apart, not
 // minutes, and a drift over the run (a neighbour's load) falls on each
 // side alike: before it in one round, after it in the next.
@@ -81,7 +85,7 @@ func runOrder(cs []*contender, gogc []string, r int) []*contender {
 			}
 			return 1000 + slices.Index(cs, c)
 		}
-		return 10 + 3*slices.Index(gogc, value) + strings.Index("aef", letter)
+		return 10 + 4*slices.Index(gogc, value) + strings.Index("agef", letter)
 	}
 	order := slices.Clone(cs)
 	slices.SortStableFunc(order, func(x, y *contender) int { return rank(x) - rank(y) })
@@ -166,6 +170,15 @@ func startLinktrackOnly(s *setup, c *contender) (*proc, error) {
 func startLinktrackGOGC(value string) func(s *setup, c *contender) (*proc, error) {
 	return func(s *setup, c *contender) (*proc, error) {
 		return startCaddy(s, c, "a"+value, s.caddyBin, linktrackSite, gcEnv(value)...)
+	}
+}
+
+// startLinktrackOnlyGOGC starts linktrack as g) is, with the
+// environment of a BENCH_GOGC value: at 400, as the README's systemd
+// unit and linktrack-only server deploy it.
+func startLinktrackOnlyGOGC(value string) func(s *setup, c *contender) (*proc, error) {
+	return func(s *setup, c *contender) (*proc, error) {
+		return startCaddyWith(s, c, "g"+value, s.caddyBin, linktrackOnlyServer, linktrackSite, gcEnv(value)...)
 	}
 }
 

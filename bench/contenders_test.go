@@ -5,14 +5,14 @@ import (
 	"testing"
 )
 
-// Each BENCH_GOGC value gives linktrack and both Go floors a contender of
-// their own, keyed by their letter so that BENCH_ONLY selects them.
+// Each BENCH_GOGC value gives both linktracks and both Go floors a
+// contender of their own, keyed by their letter so that BENCH_ONLY selects them.
 func TestContenderKeys(t *testing.T) {
 	var keys []string
 	for _, c := range contenders([]string{"200", "off@512MiB"}) {
 		keys = append(keys, c.key)
 	}
-	want := []string{"a", "a200", "aoff@512MiB", "g", "b", "c", "d",
+	want := []string{"a", "a200", "aoff@512MiB", "g", "g200", "goff@512MiB", "b", "c", "d",
 		"e", "e200", "eoff@512MiB", "f", "f200", "foff@512MiB"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("contender keys = %v, want %v", keys, want)
@@ -37,7 +37,7 @@ func TestRunOrder(t *testing.T) {
 		}
 		return ks
 	}
-	forward := []string{"a", "g", "e", "f", "a400", "e400", "f400", "b", "d"}
+	forward := []string{"a", "g", "e", "f", "a400", "g400", "e400", "f400", "b", "d"}
 	if got := keys(1); !slices.Equal(got, forward) {
 		t.Errorf("round 1 order = %v, want %v", got, forward)
 	}

@@ -159,10 +159,15 @@ func printTable(cfg config, sc *scenario, cm string) {
 	for _, v := range cfg.gogc {
 		ratio("linktrack CPU / Go floor CPU, both at GOGC="+gcName(v), "a"+v, "e"+v, cpu, "µs/req")
 		ratio("linktrack CPU / Go floor with PGO CPU, both at GOGC="+gcName(v), "a"+v, "f"+v, cpu, "µs/req")
+		ratio("linktrack on a linktrack-only server CPU / Go floor CPU, both at GOGC="+gcName(v), "g"+v, "e"+v, cpu, "µs/req")
 	}
 	ratio("linktrack CPU / stock caddy CPU", "a", "b", cpu, "µs/req")
 	ratio("linktrack req/s / nginx-documented req/s", "a", "c", rps, "req/s")
 	ratio("linktrack CPU / nginx-tuned CPU", "a", "d", cpu, "µs/req")
+	for _, v := range cfg.gogc {
+		// as the README deploys it, against nginx at its best
+		ratio("linktrack on a linktrack-only server at GOGC="+gcName(v)+" CPU / nginx-tuned CPU", "g"+v, "d", cpu, "µs/req")
+	}
 }
 
 // roundRatio is one round's ratio of two contenders' figures.
@@ -228,7 +233,7 @@ func printPairedRounds(cfg config, scenarios []*scenario) {
 		}
 		keys := [][2]string{{"a", "e"}, {"g", "e"}, {"a", "f"}}
 		for _, v := range cfg.gogc {
-			keys = append(keys, [2]string{"a" + v, "e" + v})
+			keys = append(keys, [2]string{"a" + v, "e" + v}, [2]string{"g" + v, "e" + v})
 		}
 		for _, cm := range cfg.clients {
 			for _, k := range keys {
