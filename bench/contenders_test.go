@@ -6,7 +6,8 @@ import (
 )
 
 // Each BENCH_GOGC value gives both linktracks and both Go floors a
-// contender of their own, keyed by their letter so that BENCH_ONLY selects them.
+// contender of their own, keyed by their letter so that BENCH_ONLY
+// selects them.
 func TestContenderKeys(t *testing.T) {
 	var keys []string
 	for _, c := range contenders([]string{"200", "off@512MiB"}) {
