@@ -201,8 +201,13 @@ func TestDormantRenewal(t *testing.T) {
 	}
 	first := r.certificate(t, kept)
 	roots := r.acme.issuingRoots(t)
-	if res, err := r.get(dropped, dropped, roots); err != nil || res.Status != 302 {
-		t.Fatalf("click on %s before its removal: %v %v", dropped, err, res)
+	// no handshake for dropped before its removal: at a certificate's
+	// first handshake certmagic fetches its ARI, and Pebble's window for
+	// a one-minute certificate (its whole lifetime) is within certmagic's
+	// 10-minute renewal check, so it would start a renewal at once, in
+	// the background, racing the removal
+	if c := r.certificate(t, dropped); c.Status != "valid" {
+		t.Fatalf("certificate of %s before its removal: %+v", dropped, c)
 	}
 
 	writeTenantsFile(t, r.tenantsFile, kept)
@@ -230,8 +235,8 @@ func TestDormantRenewal(t *testing.T) {
 			}
 		}
 	}
-	if n := r.origin.Count(); n != 1 {
-		t.Errorf("origin got %d requests; only one click was made", n)
+	if n := r.origin.Count(); n != 0 {
+		t.Errorf("origin got %d requests; no click was made", n)
 	}
 }
 
