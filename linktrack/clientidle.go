@@ -34,10 +34,10 @@ type clientGuard struct {
 	logger  *zap.Logger
 }
 
-// guards returns the guard for r's body, or nil when r has none or it
-// is already guarded, and reports whether writes to the client need
-// guarding: they do unless Caddy's server or a timeouts handler wraps
-// the response writer already.
+// guards reports whether r's body needs guarding (it has one and
+// nothing guards it yet) and whether writes to the client do: they do
+// unless Caddy's server or a timeouts handler wraps the response writer
+// already. Both are false when the guard is off.
 func (g clientGuard) guards(r *http.Request) (body bool, writes bool) {
 	if g.timeout <= 0 {
 		return false, false
